@@ -1,0 +1,2 @@
+//! `timecard`: the operator's entry point (work in progress).
+fn main() {}

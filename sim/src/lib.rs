@@ -1,0 +1,3 @@
+//! # timecard-sim
+//!
+//! A software OCP Time Card (work in progress).
