@@ -9,6 +9,15 @@
 //! No I/O happens here: the simulator (`timecard-sim`) and the driver
 //! (`timecard-driver`) both build on these definitions, so a register means
 //! the same thing on both sides of the MMIO seam.
+//!
+//! - [`pci`]: vendor/device IDs and the [`pci::Board`] models.
+//! - [`layout`]: where each block sits in BAR0, per board.
+//! - [`regs`]: offsets and bitfields inside each block, plus decoders
+//!   (clock source, UTC status, frequency readings, firmware version).
+//! - [`sign_magnitude`]: the bit-31-sign encoding several registers use.
+//! - [`firmware`]: the `OCPC` image header, CRC-16 and the driver's checks.
+//! - [`civil`]: calendar arithmetic and [`civil::UtcDateTime`].
+//! - [`nmea`]: NMEA 0183 generation and parsing for the GNSS UART.
 #![forbid(unsafe_code)]
 
 pub mod civil;
