@@ -454,6 +454,13 @@ impl TimeCard {
         )?;
         let r = f();
         self.wr(self.clk(clock::SELECT), saved >> 16)?;
+        r
+    }
+
+    /// Like [`Self::with_regs_selected`] for an adjustment that moves the card's
+    /// time on purpose: the continuity guard starts afresh afterwards.
+    fn adjusting_time(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let r = self.with_regs_selected(f);
         self.reanchor();
         r
     }
@@ -469,7 +476,7 @@ impl TimeCard {
             ))
         })?;
         let ns = tai_ns.rem_euclid(NS_PER_S) as u32;
-        self.with_regs_selected(|| {
+        self.adjusting_time(|| {
             self.wr(self.clk(clock::ADJUST_NS), ns)?;
             self.wr(self.clk(clock::ADJUST_SEC), sec)?;
             self.wr(
@@ -485,7 +492,7 @@ impl TimeCard {
     /// # Errors
     /// Access errors.
     pub fn step(&self, delta_ns: i64) -> Result<()> {
-        self.with_regs_selected(|| {
+        self.adjusting_time(|| {
             let mut left = delta_ns;
             while left != 0 {
                 let chunk = left.clamp(-MAX_OFFSET_STEP, MAX_OFFSET_STEP);
@@ -512,7 +519,7 @@ impl TimeCard {
                 "slew of {delta_ns} ns over {window_ns} ns: magnitude must be < 2^31 ns and the window > 0"
             )));
         }
-        self.with_regs_selected(|| {
+        self.adjusting_time(|| {
             self.wr(self.clk(clock::OFFSET_NS), sign_magnitude::encode(delta_ns))?;
             self.wr(self.clk(clock::OFFSET_WINDOW_NS), window_ns)?;
             self.wr(
@@ -565,7 +572,6 @@ impl TimeCard {
     /// Access errors.
     pub fn set_clock_source(&self, src: ClockSource) -> Result<()> {
         self.wr(self.clk(clock::SELECT), u32::from(src.as_u8()))?;
-        self.reanchor();
         Ok(())
     }
 
