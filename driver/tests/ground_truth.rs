@@ -160,7 +160,6 @@ fn gnss_time_jump_is_detected_and_not_followed() {
     lock(&sim, &card, &mut sup, Preset::Rubidium);
     sim.inject(&Fault::TimeJump { seconds: 5 });
     sim.advance(Duration::from_millis(1500));
-    eprintln!("{:?}\n{:?}", sim.snapshot(), card.status());
     // The FPGA's TOD slave applied the jump; the driver refuses to return it.
     match card.read_time() {
         Err(CardError::TimeJump { jump_ns }) => assert!((jump_ns - 5 * NS).abs() < 1_000_000),
