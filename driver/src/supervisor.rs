@@ -4,7 +4,8 @@
 //! slave's supervision error, clears the drift when the loss starts, and
 //! distributes UTC offset changes. [`Supervisor`] does that, and guards
 //! against a GNSS receiver that starts lying: when the card's time jumps
-//! against the host's monotonic clock while the card follows GNSS (a spoofed
+//! against the host's monotonic clock while the card is in sync and follows
+//! GNSS (a spoofed
 //! time of day that the FPGA's TOD slave applied), the supervisor switches the
 //! card to `REGS` (free-running on its oscillator, i.e. holdover), steps the
 //! jump back out (exactly, when it is a whole number of seconds) and marks
@@ -83,6 +84,8 @@ pub struct SupervisorState {
     pub jumps_rejected: u64,
     /// Latest GNSS time of day seen on the serial port.
     pub last_gnss_time: Option<GnssTime>,
+    /// Whether the card reported `IN_SYNC` at the previous round.
+    pub was_in_sync: bool,
 }
 
 /// The watchdog. Call [`Supervisor::tick`] about once a second.
@@ -136,6 +139,7 @@ impl Supervisor {
         self.check_utc_offset(card, &mut events)?;
         self.check_time_jump(card, &mut events)?;
         self.check_retrust(card, &mut events)?;
+        self.state.was_in_sync = card.status()?.in_sync;
         Ok(events)
     }
 
@@ -176,7 +180,8 @@ impl Supervisor {
             Err(e) => return Err(e),
         };
         let source = card.clock_source()?;
-        if !matches!(source, Some(ClockSource::Tod | ClockSource::Pps)) {
+        // A card that is still acquiring (or not following GNSS) moves on purpose.
+        if !self.state.was_in_sync || !matches!(source, Some(ClockSource::Tod | ClockSource::Pps)) {
             card.reanchor();
             events.push(Event::TimeJumpAccepted { jump_ns });
             return Ok(());

@@ -47,6 +47,8 @@ pub const SIM_BITSTREAM_MAGIC: [u8; 8] = *b"TCSIMBIT";
 pub const DEFAULT_FIRMWARE_VERSION: u32 = 0x0000_8014;
 /// How late (ns of truth time) a PPS may be before supervision flags it.
 const PPS_SUPERVISION_NS: i64 = 1_100_000_000;
+/// While not in sync, a PPS phase error above this is stepped out, not slewed, ns.
+const PHASE_STEP_THRESHOLD_NS: f64 = 1_000.0;
 /// Consecutive in-threshold offsets needed for `IN_SYNC`.
 const IN_SYNC_COUNT: u32 = 4;
 /// Seconds without a correction before `IN_HOLDOVER`.
@@ -694,6 +696,17 @@ impl CardState {
         }
         let phase = (card + NS_PER_S / 2).rem_euclid(NS_PER_S) - NS_PER_S / 2;
         let e = phase as f64 + self.clock.card_frac;
+        if !self.clock.in_sync && e.abs() > PHASE_STEP_THRESHOLD_NS {
+            // Acquisition: step the phase instead of slewing a large error.
+            self.clock.card_ns -= phase;
+            self.clock.slew_remaining = 0.0;
+            self.clock.slew_rate = 0.0;
+            self.clock.servo_integral = 0.0;
+            self.clock.status_offset = sign_magnitude::encode(phase);
+            self.clock.good_offsets = 0;
+            self.last_pps_card_ns = self.clock.card_ns;
+            return;
+        }
         self.servo_correct(e);
     }
 

@@ -237,9 +237,6 @@ fn build_core(cfg: &SimConfig, flash: &mut [u8]) -> Result<Core, SimError> {
     if !matches!(cfg.board, Board::Meta | Board::Celestica | Board::AdvaX1) {
         return Err(SimError::UnsupportedBoard(cfg.board));
     }
-    let start = cfg
-        .start_tai_ns
-        .unwrap_or_else(|| timebase::realtime_ns() + i64::from(cfg.tai_utc_s) * NS_PER_S);
     // Manufacture: the regular image goes into flash at flash_start.
     let image = firmware::pack(
         &card::make_bitstream(cfg.firmware_version, 64 * 1024),
@@ -250,6 +247,15 @@ fn build_core(cfg: &SimConfig, flash: &mut [u8]) -> Result<Core, SimError> {
     FlashMut::new(flash)
         .program(cfg.board.layout().flash_start as usize, &image)
         .expect("image fits in flash");
+    // Truth and the real-time anchor are taken together, so a simulation that
+    // starts "now" agrees with the host's clock to within a microsecond.
+    let start = cfg
+        .start_tai_ns
+        .unwrap_or_else(|| timebase::realtime_ns() + i64::from(cfg.tai_utc_s) * NS_PER_S);
+    let timebase = match cfg.mode {
+        ClockMode::Manual => TimeBase::manual(),
+        ClockMode::Realtime { acceleration } => TimeBase::realtime(start, acceleration),
+    };
     let params = CardParams {
         board: cfg.board,
         oscillator: cfg.preset.params(),
@@ -261,10 +267,6 @@ fn build_core(cfg: &SimConfig, flash: &mut [u8]) -> Result<Core, SimError> {
         serial: cfg.serial,
     };
     let card = CardState::power_on(&params, FlashRef::new(flash));
-    let timebase = match cfg.mode {
-        ClockMode::Manual => TimeBase::manual(),
-        ClockMode::Realtime { acceleration } => TimeBase::realtime(start, acceleration),
-    };
     Ok(Core {
         timebase,
         card,

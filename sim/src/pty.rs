@@ -167,7 +167,7 @@ mod tests {
         let link = dir.path().join("gnss0");
         let mut pty = GnssPty::open(Some(&link)).unwrap();
         let reader = File::open(&link).unwrap();
-        pty.write_sentences(&["$GNZDA,120000.00,25,11,2026,00,00*4F\r\n".to_string()]);
+        pty.write_sentences(&[timecard_hw::nmea::frame("GNZDA,120000.00,25,11,2026,00,00")]);
         let mut line = String::new();
         BufReader::new(reader).read_line(&mut line).unwrap();
         assert!(line.starts_with("$GNZDA,120000.00"), "{line:?}");

@@ -1,0 +1,715 @@
+//! The command line: every subcommand, flag and help text (clap derive).
+//!
+//! Parsing only; the commands live in [`crate::cmd`]. Values are validated
+//! here when clap can say what is wrong (durations, presets, numbers), so a
+//! mistake exits with code 2 and a message before anything is opened.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use timecard_driver::DeviceSpec;
+use timecard_hw::pci::Board;
+use timecard_sim::oscillator::Preset;
+
+use crate::duration::{parse_duration, parse_positive_duration};
+
+/// `timecard --help`: what the tool is for.
+const LONG_ABOUT: &str = "\
+timecard: the operator's tool for an OCP Time Card (a PCIe card with a GNSS receiver, an \
+FPGA clock and an atomic or OCXO oscillator for holdover).
+
+It finds cards on the PCI bus, shows a card's identity, time and status with the names \
+Linux's Time Card driver (ptp_ocp) uses in sysfs, follows a card live with the \
+driver's 1 Hz supervisor, and runs a simulated card (with ground truth) for machines \
+without one. `timecard up` runs the whole appliance in one process.
+
+Without --device every command uses a simulator embedded in the command itself, so all \
+of it works on any laptop.";
+
+/// `timecard --help`: examples, device forms and exit codes.
+const AFTER_HELP: &str = "\
+Examples:
+  timecard list                                  Time Cards on this machine's PCI bus
+  timecard up                                    run a simulated appliance; Ctrl-C stops it
+  timecard status                                status of a fresh embedded simulator
+  timecard status --device pci:0000:01:00.0      a real card bound to vfio-pci
+  timecard sim --bar /tmp/card.bar &             a simulated card other processes can open
+  timecard watch --device sim:/tmp/card.bar      follow it live
+  timecard sim fault --bar /tmp/card.bar gnss-loss
+
+Devices (--device):
+  pci:0000:01:00.0   a real card bound to vfio-pci (`timecard list` shows the address)
+  sim:PATH           a simulator started with `timecard sim --bar PATH`
+  sim                a simulator inside this command (the default)
+
+Exit codes:
+  0    success
+  1    runtime error
+  2    usage error (bad flags or arguments)
+  69   the device is missing, cannot be opened, or does not respond (EX_UNAVAILABLE)";
+
+/// The `timecard` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "timecard",
+    version,
+    about = "Find, inspect, follow and simulate OCP Time Cards, and run the time appliance",
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+)]
+pub struct Cli {
+    /// Which card: `pci:0000:01:00.0` (bound to vfio-pci), `sim:PATH` (a running
+    /// `timecard sim --bar PATH`) or `sim` (a simulator inside this command) [default: sim]
+    #[arg(long, global = true, value_name = "DEV")]
+    pub device: Option<DeviceSpec>,
+
+    /// Log filter for diagnostics on stderr: error, warn, info, debug, trace, or
+    /// directives such as `timecard_driver=debug`
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        default_value = "warn",
+        value_parser = parse_log_filter
+    )]
+    pub log_level: String,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Checks that a log filter parses, so a typo is a usage error and not silence.
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| {
+            format!("{e}; use error, warn, info, debug or trace, optionally per crate: timecard_driver=debug,warn")
+        })
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List the Time Cards on this machine's PCI bus
+    #[command(
+        long_about = "List the Time Cards on this machine's PCI bus (a sysfs scan: no device is opened).\n\n\
+            For each card: PCI address, board, PCI ID, the kernel driver bound to it, its IOMMU \
+            group, and, when Linux's ptp_ocp drives it, its class device (ocpN), GNSS tty and \
+            the driver's sysfs attributes. A card must be bound to vfio-pci for \
+            `--device pci:ADDRESS` to open it.",
+        after_help = "Examples:\n  timecard list\n  timecard list --json | jq '.[].address'"
+    )]
+    List(ListArgs),
+
+    /// Show a card's identity, time and status (sysfs names), once
+    #[command(
+        long_about = "Show a card's identity (board, PCI ID, firmware, capabilities), its time \
+            (TAI and UTC, with the host's clock bracketing the read) and its status, named as \
+            ptp_ocp names its sysfs attributes: gnss_sync, clock_source, \
+            available_clock_sources, utc_tai_offset, clock_status_offset, clock_status_drift, \
+            ts_window_adjust, plus sync/holdover, leap second, antenna, satellites and TOD \
+            protocol.\n\n\
+            For a simulated card a \"simulator ground truth\" section follows (true time, the \
+            card's error, injected faults): that part does not exist on real hardware.\n\n\
+            The embedded simulator (--device sim, the default) is created and initialised by \
+            this command, so it shows a card that has just been powered on: GNSS still \
+            acquiring, not in sync. Other devices are only read, never changed.",
+        after_help = "Examples:\n  timecard status\n  timecard status --json | jq .firmware\n  \
+            timecard status --device sim:/tmp/card.bar\n  timecard status --device pci:0000:01:00.0\n\n\
+            Exits with 69 (EX_UNAVAILABLE) when the device is missing or does not respond."
+    )]
+    Status(StatusArgs),
+
+    /// Follow a card live: time, offset to the host, sync, GNSS, supervisor events
+    #[command(
+        long_about = "Follow a card live. Every interval prints one line (a redrawn block when \
+            stdout is a terminal): card time, card minus host clock, sync state (UNSYNCED, IN \
+            SYNC, HOLDOVER), clock source, GNSS state, servo offset, and what the driver's \
+            supervisor noticed (GNSS lost/back, UTC offset changes, rejected time jumps).\n\n\
+            The supervisor is the driver's 1 Hz watchdog; it runs about once a second whatever \
+            the interval, and reads the GNSS receiver's NMEA when the card's serial port is \
+            known. A card whose clock source is NONE (the FPGA's reset state: nothing has \
+            initialised it since power-on) is initialised first, as ptp_ocp's probe would.\n\n\
+            Stops after --count lines, or on Ctrl-C.",
+        after_help = "Examples:\n  timecard watch\n  timecard watch --device sim:/tmp/card.bar --interval 200ms\n  \
+            timecard watch --count 10 --json > samples.ndjson\n\n\
+            Exits with 69 (EX_UNAVAILABLE) when the device is missing or stops responding."
+    )]
+    Watch(WatchArgs),
+
+    /// Run a simulated Time Card as its own process, or control one
+    #[command(
+        long_about = "Run a simulated Time Card as its own process. The card lives in a \
+            shared-memory file (--bar) that other processes open with `--device sim:PATH`, \
+            and its GNSS receiver writes NMEA to a pseudo-terminal (symlinked at --gnss-link) \
+            that `cat`, gpsd or the driver can read. Runs until Ctrl-C, SIGTERM or \
+            --duration, then removes both files.\n\n\
+            The card comes up as after power-on: free-running from 1970, clock source NONE, \
+            GNSS acquiring. A driver brings it up (`timecard watch --device sim:PATH` does).\n\n\
+            `timecard sim fault` injects faults into a running simulator; `timecard sim \
+            truth` prints its ground truth.",
+        after_help = "Examples:\n  timecard sim --bar /tmp/card.bar\n  \
+            timecard sim --bar /tmp/card.bar --preset ocxo --acceleration 10 --duration 1h\n  \
+            timecard sim fault --bar /tmp/card.bar gnss-loss\n  \
+            timecard sim fault --bar /tmp/card.bar leap-second --delta +1 --at 2026-12-31\n  \
+            timecard sim truth --bar /tmp/card.bar --json"
+    )]
+    Sim(SimArgs),
+
+    /// Run the appliance: a card (simulated by default), the driver and its supervisor, live
+    #[command(
+        long_about = "Run the time appliance in this process, with live status like `timecard \
+            watch`, until Ctrl-C or --duration.\n\n\
+            By default the card is a real-time simulator started here (with its GNSS \
+            pseudo-terminal); with --bar it lives in a shared-memory file so other processes \
+            can attach (`timecard status --device sim:PATH`, `timecard sim fault --bar PATH`). \
+            With --device pci:ADDRESS or sim:PATH an existing card is used instead. The driver \
+            initialises the card as ptp_ocp's probe does and the supervisor watches it.\n\n\
+            A fresh simulated card starts UNSYNCED with GNSS acquiring, gets a fix after --ttff, \
+            and then the FPGA's PPS servo pulls the card's phase in until IN SYNC (4 PPS edges \
+            within 20 ns). With ptp_ocp's servo gains that takes about a minute at real time; \
+            --acceleration 20 shows it in a few seconds. --preset, --board, --seed, \
+            --acceleration and --ttff shape the simulator and do not apply to --device.",
+        after_help = "Examples:\n  timecard up\n  timecard up --preset ocxo --duration 2m\n  \
+            timecard up --bar /tmp/card.bar          # then, elsewhere: timecard sim fault --bar /tmp/card.bar gnss-loss\n  \
+            timecard up --device pci:0000:01:00.0\n\n\
+            Exits with 69 (EX_UNAVAILABLE) when the device is missing or stops responding."
+    )]
+    Up(UpArgs),
+}
+
+/// Flags of `timecard list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `timecard status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// How a live view runs (shared by `watch` and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct LiveArgs {
+    /// Time between samples, e.g. 200ms, 1s, 5s
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_positive_duration)]
+    pub interval: Duration,
+
+    /// Print one JSON object per sample (newline-delimited) instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `timecard watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Sampling and output.
+    #[command(flatten)]
+    pub live: LiveArgs,
+
+    /// Stop after this many samples [default: run until Ctrl-C]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+}
+
+/// Oscillator presets of the simulator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PresetArg {
+    /// High-quality OCXO: about ±22 µs after 24 h of holdover
+    Ocxo,
+    /// Rubidium atomic clock (SA5X, mRO-50 class): about ±1 µs after 24 h
+    Rubidium,
+    /// Chip-scale atomic clock (SA.45s class): about ±3 µs after 24 h
+    Csac,
+}
+
+impl From<PresetArg> for Preset {
+    fn from(p: PresetArg) -> Self {
+        match p {
+            PresetArg::Ocxo => Preset::Ocxo,
+            PresetArg::Rubidium => Preset::Rubidium,
+            PresetArg::Csac => Preset::Csac,
+        }
+    }
+}
+
+/// Boards the simulator implements (those with the Meta/fb register layout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BoardArg {
+    /// Meta OCP Time Card (1d9b:0400), the reference design
+    Meta,
+    /// Celestica Time Card (18d4:1008)
+    Celestica,
+    /// ADVA Time Card X1 (ad5a:0410)
+    AdvaX1,
+}
+
+impl From<BoardArg> for Board {
+    fn from(b: BoardArg) -> Self {
+        match b {
+            BoardArg::Meta => Board::Meta,
+            BoardArg::Celestica => Board::Celestica,
+            BoardArg::AdvaX1 => Board::AdvaX1,
+        }
+    }
+}
+
+/// What the simulated card is made of (shared by `sim` and `up`).
+#[derive(Debug, Clone, Args)]
+pub struct SimParams {
+    /// Oscillator on the simulated card
+    #[arg(long, value_enum, default_value_t = PresetArg::Rubidium)]
+    pub preset: PresetArg,
+
+    /// Board model to simulate
+    #[arg(long, value_enum, default_value_t = BoardArg::Meta)]
+    pub board: BoardArg,
+
+    /// Noise seed: the same seed gives the same oscillator and PPS noise
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub seed: u64,
+
+    /// Simulated seconds per wall-clock second (1 = real time; up to 10000)
+    #[arg(long, value_name = "X", default_value_t = 1.0, value_parser = parse_acceleration)]
+    pub acceleration: f64,
+
+    /// GNSS time to first fix, in seconds
+    #[arg(long, value_name = "S", default_value_t = 2.0, value_parser = parse_ttff)]
+    pub ttff: f64,
+}
+
+/// Accepts an acceleration factor in (0, 10000].
+fn parse_acceleration(s: &str) -> Result<f64, String> {
+    let x: f64 = s.parse().map_err(|_| {
+        format!("{s:?} is not a number; e.g. 1 (real time) or 60 (a minute per second)")
+    })?;
+    if x.is_finite() && x > 0.0 && x <= 10_000.0 {
+        Ok(x)
+    } else {
+        Err(format!(
+            "{s} is out of range: the acceleration must be above 0 and at most 10000"
+        ))
+    }
+}
+
+/// Accepts a time to first fix in [0, 86400] seconds.
+fn parse_ttff(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds; e.g. 2 or 0.5"))?;
+    if x.is_finite() && (0.0..=86_400.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(format!(
+            "{s} is out of range: the time to first fix must be 0 to 86400 seconds"
+        ))
+    }
+}
+
+/// `timecard sim`: run a simulator, or control one with a subcommand.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct SimArgs {
+    /// Control a running simulator instead of starting one.
+    #[command(subcommand)]
+    pub action: Option<SimAction>,
+
+    /// Flags for running a simulator.
+    #[command(flatten)]
+    pub run: SimRunArgs,
+}
+
+/// Flags for running a simulator.
+#[derive(Debug, Args)]
+pub struct SimRunArgs {
+    /// Shared-memory file to create for the card (replaced if it exists; removed on exit)
+    #[arg(long, value_name = "PATH", required = true)]
+    pub bar: Option<PathBuf>,
+
+    /// Symlink to create to the GNSS pseudo-terminal [default: PATH with extension .gnss]
+    #[arg(long, value_name = "PATH")]
+    pub gnss_link: Option<PathBuf>,
+
+    /// What the card is made of.
+    #[command(flatten)]
+    pub params: SimParams,
+
+    /// Stop after this long (wall clock), e.g. 30s, 10m [default: until Ctrl-C or SIGTERM]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Subcommands of `timecard sim`.
+#[derive(Debug, Subcommand)]
+pub enum SimAction {
+    /// Inject a fault into a running simulator
+    #[command(
+        long_about = "Inject a fault into a running simulator (started with `timecard sim --bar \
+            PATH` or `timecard up --bar PATH`). It takes effect at once; follow the card with \
+            `timecard watch --device sim:PATH` to see the driver react.",
+        after_help = "Examples:\n  timecard sim fault --bar /tmp/card.bar gnss-loss\n  \
+            timecard sim fault --bar /tmp/card.bar time-jump --seconds 5\n  \
+            timecard sim fault --bar /tmp/card.bar leap-second --delta -1 --at 2026-06-30\n  \
+            timecard sim fault --bar /tmp/card.bar external-pps --offset-ns 250"
+    )]
+    Fault(FaultArgs),
+
+    /// Print a running simulator's ground truth
+    #[command(
+        long_about = "Print a running simulator's ground truth: true TAI time, the card's error \
+            against it, sync state, oscillator, GNSS receiver faults. None of this is visible on \
+            real hardware.",
+        after_help = "Examples:\n  timecard sim truth --bar /tmp/card.bar\n  \
+            timecard sim truth --bar /tmp/card.bar --json | jq .card_error_ns"
+    )]
+    Truth(TruthArgs),
+}
+
+/// Flags of `timecard sim fault`.
+#[derive(Debug, Args)]
+pub struct FaultArgs {
+    /// Shared-memory file of the running simulator
+    #[arg(long, value_name = "PATH", global = true)]
+    pub bar: Option<PathBuf>,
+
+    /// The fault.
+    #[command(subcommand)]
+    pub fault: FaultCommand,
+}
+
+/// Flags of `timecard sim truth`.
+#[derive(Debug, Args)]
+pub struct TruthArgs {
+    /// Shared-memory file of the running simulator
+    #[arg(long, value_name = "PATH")]
+    pub bar: PathBuf,
+
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Faults `timecard sim fault` can inject.
+#[derive(Debug, Clone, PartialEq, Subcommand)]
+pub enum FaultCommand {
+    /// GNSS signals lost: no PPS, NMEA reports no fix (the card goes into holdover)
+    GnssLoss,
+    /// GNSS signals back; the receiver reacquires within a second
+    GnssRestore,
+    /// Antenna open circuit: like a loss, and the antenna status says so
+    AntennaFault,
+    /// Antenna repaired
+    AntennaRestore,
+    /// Spoofing: the receiver's time of day jumps by whole seconds
+    TimeJump {
+        /// Seconds added to the reported time of day (negative: into the past; at most ±1e9)
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_jump_seconds)]
+        seconds: i64,
+    },
+    /// Spoofing: every PPS edge moves by a phase offset
+    PpsPhaseJump {
+        /// Phase offset of the PPS edges from true seconds, ns (below one second)
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_phase_ns)]
+        ns: i64,
+    },
+    /// Spoofing ends: time of day and PPS phase true again
+    ClearSpoofing,
+    /// Announce a leap second at the end of a UTC day
+    LeapSecond {
+        /// +1 inserts 23:59:60, -1 deletes 23:59:59
+        #[arg(long, allow_negative_numbers = true, value_parser = parse_leap_delta)]
+        delta: i32,
+        /// The UTC day (YYYY-MM-DD) whose last minute gets the leap [default: the
+        /// simulated card's current UTC day]
+        #[arg(long, value_name = "YYYY-MM-DD", value_parser = parse_date)]
+        at: Option<Date>,
+    },
+    /// Step the oscillator's frequency (shows in holdover)
+    FrequencyStep {
+        /// Fractional frequency change, e.g. 1e-9 (at most ±1e-3)
+        #[arg(long, allow_hyphen_values = true, value_parser = parse_fractional)]
+        fractional: f64,
+    },
+    /// The card drops off the bus: every register reads 0xFFFFFFFF
+    CardRemoved,
+    /// The card answers again
+    CardRestored,
+    /// An external PPS appears on the SMA inputs (timestampers 1-4), or goes away
+    ExternalPps {
+        /// Offset of the external PPS from true seconds, ns (below one second) [default: 0]
+        #[arg(long, allow_negative_numbers = true, conflicts_with = "off", value_parser = parse_phase_ns)]
+        offset_ns: Option<i64>,
+        /// Remove the external PPS
+        #[arg(long)]
+        off: bool,
+    },
+    /// PCIe reset of the FPGA: registers reset, the image boots again from flash
+    ResetFpga,
+}
+
+/// A calendar date given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Date {
+    /// Year.
+    pub year: i32,
+    /// Month 1..=12.
+    pub month: u8,
+    /// Day 1..=31 (valid for the month).
+    pub day: u8,
+}
+
+/// Parses `YYYY-MM-DD` and checks that the day exists.
+fn parse_date(s: &str) -> Result<Date, String> {
+    let bad = || format!("{s:?} is not a date; write YYYY-MM-DD, e.g. 2026-12-31");
+    let mut parts = s.split('-');
+    let (Some(y), Some(m), Some(d), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad());
+    };
+    let digits = |t: &str, n: usize| t.len() == n && t.bytes().all(|b| b.is_ascii_digit());
+    if !(digits(y, 4) && digits(m, 2) && digits(d, 2)) {
+        return Err(bad());
+    }
+    let date = Date {
+        year: y.parse().map_err(|_| bad())?,
+        month: m.parse().map_err(|_| bad())?,
+        day: d.parse().map_err(|_| bad())?,
+    };
+    let days = timecard_hw::civil::days_from_civil(date.year, date.month, date.day);
+    if (1..=12).contains(&date.month)
+        && timecard_hw::civil::civil_from_days(days) == (date.year, date.month, date.day)
+    {
+        Ok(date)
+    } else {
+        Err(format!("{s} is not a day of the calendar"))
+    }
+}
+
+/// Accepts `+1`, `1` or `-1`.
+fn parse_leap_delta(s: &str) -> Result<i32, String> {
+    match s {
+        "+1" | "1" => Ok(1),
+        "-1" => Ok(-1),
+        _ => Err(format!(
+            "{s:?}: a leap second is +1 (insert 23:59:60) or -1 (delete 23:59:59)"
+        )),
+    }
+}
+
+/// Accepts a time-of-day jump of at most ±1e9 s (about 31 years).
+fn parse_jump_seconds(s: &str) -> Result<i64, String> {
+    let seconds: i64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of seconds"))?;
+    if seconds.unsigned_abs() <= 1_000_000_000 {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{s} s is out of range: a time-of-day jump is at most ±1000000000 s"
+        ))
+    }
+}
+
+/// Accepts a PPS phase offset below one second.
+fn parse_phase_ns(s: &str) -> Result<i64, String> {
+    let ns: i64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of nanoseconds"))?;
+    if ns.unsigned_abs() < 1_000_000_000 {
+        Ok(ns)
+    } else {
+        Err(format!(
+            "{s} ns is a second or more: a PPS offset is below one second \
+             (for whole seconds of spoofing use `time-jump --seconds`)"
+        ))
+    }
+}
+
+/// Accepts a finite fractional frequency step of at most 1e-3.
+fn parse_fractional(s: &str) -> Result<f64, String> {
+    let x: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number; e.g. 1e-9 or -5e-10"))?;
+    if x.is_finite() && x.abs() <= 1e-3 {
+        Ok(x)
+    } else {
+        Err(format!(
+            "{s} is out of range: at most ±1e-3 (real oscillators step by parts in 1e9)"
+        ))
+    }
+}
+
+/// Flags of `timecard up`.
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// What the simulated card is made of (ignored with --device pci:… or sim:PATH).
+    #[command(flatten)]
+    pub params: SimParams,
+
+    /// Put the simulated card in this shared-memory file so other processes can
+    /// attach (`--device sim:PATH`); removed on exit
+    #[arg(long, value_name = "PATH")]
+    pub bar: Option<PathBuf>,
+
+    /// Stop after this long, e.g. 30s, 10m [default: until Ctrl-C or SIGTERM]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
+
+    /// Sampling and output of the live view.
+    #[command(flatten)]
+    pub live: LiveArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Parses a command line (without the program name).
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("timecard").chain(args.iter().copied()))
+    }
+
+    /// Parses `sim fault --bar /tmp/x.bar ARGS` and returns the fault.
+    fn fault(args: &[&str]) -> FaultCommand {
+        let mut all = vec!["sim", "fault", "--bar", "/tmp/x.bar"];
+        all.extend_from_slice(args);
+        match parse(&all).unwrap().command {
+            Command::Sim(SimArgs {
+                action: Some(SimAction::Fault(f)),
+                ..
+            }) => f.fault,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn fault_arguments_parse() {
+        assert_eq!(fault(&["gnss-loss"]), FaultCommand::GnssLoss);
+        assert_eq!(
+            fault(&["time-jump", "--seconds", "-5"]),
+            FaultCommand::TimeJump { seconds: -5 }
+        );
+        assert_eq!(
+            fault(&["pps-phase-jump", "--ns", "250"]),
+            FaultCommand::PpsPhaseJump { ns: 250 }
+        );
+        assert_eq!(
+            fault(&["leap-second", "--delta", "+1", "--at", "2026-12-31"]),
+            FaultCommand::LeapSecond {
+                delta: 1,
+                at: Some(Date {
+                    year: 2026,
+                    month: 12,
+                    day: 31
+                })
+            }
+        );
+        assert_eq!(
+            fault(&["leap-second", "--delta", "-1"]),
+            FaultCommand::LeapSecond {
+                delta: -1,
+                at: None
+            }
+        );
+        assert_eq!(
+            fault(&["frequency-step", "--fractional", "-1e-9"]),
+            FaultCommand::FrequencyStep { fractional: -1e-9 }
+        );
+        assert_eq!(
+            fault(&["external-pps", "--offset-ns", "-40"]),
+            FaultCommand::ExternalPps {
+                offset_ns: Some(-40),
+                off: false
+            }
+        );
+        assert_eq!(
+            fault(&["external-pps", "--off"]),
+            FaultCommand::ExternalPps {
+                offset_ns: None,
+                off: true
+            }
+        );
+        // --bar may also follow the fault.
+        let late = parse(&["sim", "fault", "reset-fpga", "--bar", "/tmp/y.bar"]).unwrap();
+        let Command::Sim(SimArgs {
+            action: Some(SimAction::Fault(f)),
+            ..
+        }) = late.command
+        else {
+            panic!("not a fault");
+        };
+        assert_eq!(f.bar, Some(PathBuf::from("/tmp/y.bar")));
+    }
+
+    #[test]
+    fn bad_fault_arguments_are_usage_errors() {
+        for args in [
+            &["leap-second", "--delta", "2"][..],
+            &["leap-second", "--delta", "+1", "--at", "2026-02-30"],
+            &["leap-second", "--delta", "+1", "--at", "31.12.2026"],
+            &["pps-phase-jump", "--ns", "1000000000"],
+            &["frequency-step", "--fractional", "0.5"],
+            &["frequency-step", "--fractional", "NaN"],
+            &["external-pps", "--off", "--offset-ns", "5"],
+            &["time-jump"],
+            &["time-jump", "--seconds", "9223372036854775807"],
+            &["external-pps", "--offset-ns", "-9223372036854775808"],
+            &["meteor-strike"],
+        ] {
+            let mut all = vec!["sim", "fault", "--bar", "/x"];
+            all.extend_from_slice(args);
+            let e = parse(&all).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn sim_run_needs_a_bar_but_its_subcommands_do_not_inherit_that() {
+        assert!(parse(&["sim"]).is_err());
+        assert!(parse(&["sim", "--bar", "/tmp/c.bar", "--preset", "ocxo"]).is_ok());
+        assert!(parse(&["sim", "truth", "--bar", "/tmp/c.bar", "--json"]).is_ok());
+        assert!(parse(&["sim", "--acceleration", "0", "--bar", "/x"]).is_err());
+        assert!(parse(&["sim", "--acceleration", "inf", "--bar", "/x"]).is_err());
+        assert!(parse(&["sim", "--ttff", "-1", "--bar", "/x"]).is_err());
+    }
+
+    #[test]
+    fn devices_and_globals() {
+        let cli = parse(&["--device", "sim:/tmp/c.bar", "status", "--json"]).unwrap();
+        assert_eq!(cli.device, Some(DeviceSpec::SimFile("/tmp/c.bar".into())));
+        let cli = parse(&["watch", "--device", "sim", "--count", "2"]).unwrap();
+        assert_eq!(cli.device, Some(DeviceSpec::Embedded));
+        let e = parse(&["status", "--device", "usb:1"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("pci:0000:01:00.0"), "{e}");
+        assert!(parse(&["watch", "--count", "0"]).is_err());
+        assert!(parse(&["watch", "--interval", "0s"]).is_err());
+        assert!(parse(&["--log-level", "info", "list"]).is_ok());
+        assert!(parse(&["--log-level", "[[[", "list"]).is_err());
+    }
+
+    #[test]
+    fn dates_are_checked_against_the_calendar() {
+        assert!(parse_date("2024-02-29").is_ok());
+        assert!(parse_date("2025-02-29").is_err());
+        assert!(parse_date("2025-13-01").is_err());
+        assert!(parse_date("2025-00-10").is_err());
+        assert!(parse_date("2025-1-01").is_err());
+        assert!(parse_date("+025-01-01").is_err());
+    }
+}

@@ -1,0 +1,57 @@
+//! The subcommands, one module each, and the dispatch from the parsed command line.
+
+pub mod list;
+pub mod sim;
+pub mod status;
+pub mod up;
+pub mod watch;
+
+use std::io::{IsTerminal as _, Write};
+
+use anyhow::Result;
+use timecard_driver::DeviceSpec;
+
+use crate::cli::{Cli, Command};
+use crate::exit::UsageError;
+
+/// Runs the parsed command, writing its output to `out`.
+///
+/// # Errors
+/// Whatever the command fails with; [`crate::exit::classify`] picks the exit code.
+pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
+    let device = cli.device;
+    let terminal = std::io::stdout().is_terminal();
+    match cli.command {
+        Command::List(args) => {
+            refuse_device(device.as_ref(), "list", "it scans the PCI bus")?;
+            list::run(&timecard_driver::discover::Sysfs::system(), &args, out)
+        }
+        Command::Status(args) => status::run(&device.unwrap_or(DeviceSpec::Embedded), &args, out),
+        Command::Watch(args) => watch::run(
+            &device.unwrap_or(DeviceSpec::Embedded),
+            &args,
+            terminal,
+            out,
+        ),
+        Command::Sim(args) => {
+            refuse_device(
+                device.as_ref(),
+                "sim",
+                "the simulator file is given with --bar PATH",
+            )?;
+            sim::run(args, out)
+        }
+        Command::Up(args) => up::run(device.as_ref(), &args, terminal, out),
+    }
+}
+
+/// A usage error for `--device` given to a command that does not open a device.
+fn refuse_device(device: Option<&DeviceSpec>, command: &str, why: &str) -> Result<()> {
+    match device {
+        Some(d) => Err(UsageError(format!(
+            "--device {d} does not apply to `timecard {command}`: {why}"
+        ))
+        .into()),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,194 @@
+//! `timecard up`: the appliance in one process.
+//!
+//! `up` starts its [`Component`]s (today: the simulated card, unless a real
+//! card or an external simulator is given), opens the driver on the card,
+//! initialises it as `ptp_ocp`'s probe does, and runs the live view with the
+//! supervisor until Ctrl-C or `--duration`. Components stop in reverse order
+//! of starting. Components that serve the card's time (PTP server, fbclock,
+//! services) join the list as they are written.
+
+use std::io::Write;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result};
+use timecard_driver::{DeviceSpec, InitOptions, TimeCard};
+use timecard_sim::Sim;
+
+use crate::cli::UpArgs;
+use crate::duration::format_duration;
+use crate::exit::UsageError;
+use crate::live::{self, Limits};
+use crate::simulator::Simulator;
+use crate::{device, render};
+
+/// A part of the appliance that runs beside the live view; dropping it stops it.
+trait Component {
+    /// Short name, for the banner.
+    fn name(&self) -> &'static str;
+    /// What it is and how to reach it, one line.
+    fn summary(&self) -> String;
+}
+
+impl Component for Simulator {
+    fn name(&self) -> &'static str {
+        "simulator"
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "{}; GNSS NMEA on {}",
+            self.describe(),
+            self.gnss_path().display()
+        );
+        if let Some(bar) = self.bar() {
+            s.push_str(&format!(
+                "; attach with --device sim:{} (e.g. `timecard sim fault --bar {} gnss-loss`)",
+                bar.display(),
+                bar.display()
+            ));
+        }
+        s
+    }
+}
+
+/// The card `up` drives, and where it came from.
+struct Card {
+    /// The driver's handle.
+    card: TimeCard,
+    /// The simulator behind it, for ground truth in the live view.
+    truth: Option<Sim>,
+    /// What it is, for the banner.
+    what: String,
+}
+
+/// Starts the simulator component, or opens the given device.
+fn bring_up(
+    device: Option<&DeviceSpec>,
+    args: &UpArgs,
+    components: &mut Vec<Box<dyn Component>>,
+) -> Result<Card> {
+    match device {
+        None | Some(DeviceSpec::Embedded) => {
+            let link = args.bar.as_ref().map(|b| b.with_extension("gnss"));
+            let sim = Simulator::start(&args.params, args.bar.as_deref(), link.as_deref())?;
+            let card = device::open_simulator(sim.sim(), Some(sim.gnss_path().to_path_buf()))?;
+            let truth = Some(sim.sim().clone());
+            let what = sim.describe();
+            components.push(Box::new(sim));
+            Ok(Card { card, truth, what })
+        }
+        Some(spec) => {
+            if args.bar.is_some() {
+                return Err(UsageError(format!(
+                    "--bar makes `up` start its own simulator; it does not combine with --device {spec}"
+                ))
+                .into());
+            }
+            let opened = device::open(spec)?;
+            Ok(Card {
+                what: format!("the card at {spec}"),
+                card: opened.card,
+                truth: opened.truth,
+            })
+        }
+    }
+}
+
+/// Writes a message for people: to `out`, or to stderr when `out` carries JSON.
+fn say(json: bool, out: &mut dyn Write, text: &str) -> std::io::Result<()> {
+    if json {
+        let mut err = std::io::stderr().lock();
+        err.write_all(text.as_bytes())?;
+        err.flush()
+    } else {
+        out.write_all(text.as_bytes())?;
+        out.flush()
+    }
+}
+
+/// Initialises the card, prints what runs, and runs the live view until the end.
+fn serve(
+    card: &Card,
+    components: &[Box<dyn Component>],
+    args: &UpArgs,
+    terminal: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let started = Instant::now();
+    card.card
+        .init(InitOptions::default())
+        .context("initialising the card")?;
+    let stop = match args.duration {
+        Some(d) => format!("stops after {}, or press Ctrl-C", format_duration(d)),
+        None => "press Ctrl-C to stop".to_owned(),
+    };
+    let mut banner = format!(
+        "timecard up: {} + driver + supervisor running; {stop}\n",
+        card.what
+    );
+    for c in components {
+        banner.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));
+    }
+    if let Some(tty) = card.card.gnss_serial() {
+        banner.push_str(&format!(
+            "  {:<10} reads GNSS NMEA from {}\n",
+            "supervisor",
+            tty.display()
+        ));
+    }
+    say(args.live.json, out, &banner)?;
+    let last = live::run(
+        &card.card,
+        card.truth.as_ref(),
+        &args.live,
+        Limits {
+            count: None,
+            until: args.duration.map(|d| started + d),
+        },
+        terminal,
+        out,
+    )?;
+    let state = last.map_or_else(
+        || "no sample taken".to_owned(),
+        |s| {
+            format!(
+                "last state {}, source {}, card-host {}",
+                s.sync.label(),
+                s.clock_source,
+                s.card_minus_host_ns
+                    .map_or_else(|| "-".to_owned(), render::signed_ns)
+            )
+        },
+    );
+    say(
+        args.live.json,
+        out,
+        &format!(
+            "timecard up: stopping after {:.1} s ({state})\n",
+            started.elapsed().as_secs_f64()
+        ),
+    )?;
+    Ok(())
+}
+
+/// Runs the appliance until Ctrl-C or `--duration`, then stops the
+/// components in reverse order.
+///
+/// # Errors
+/// Usage errors, a missing or dead device (exit 69), component start-up
+/// failures, driver errors, or a failed write.
+pub fn run(
+    device: Option<&DeviceSpec>,
+    args: &UpArgs,
+    terminal: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut components: Vec<Box<dyn Component>> = Vec::new();
+    let result = bring_up(device, args, &mut components)
+        .and_then(|card| serve(&card, &components, args, terminal, out));
+    while let Some(component) = components.pop() {
+        tracing::info!(component = component.name(), "stopping");
+        drop(component);
+    }
+    result
+}

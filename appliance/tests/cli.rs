@@ -1,0 +1,251 @@
+//! End-to-end tests of the `timecard` binary: each runs the built executable
+//! as an operator would, against simulated cards (embedded, or a `timecard
+//! sim` process in the background).
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `timecard` command.
+fn timecard() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_timecard"))
+}
+
+/// Runs `timecard ARGS` to completion.
+fn run(args: &[&str]) -> Output {
+    timecard().args(args).output().expect("run timecard")
+}
+
+/// Stdout of a finished command as text.
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Stderr of a finished command as text.
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A scratch directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh, empty directory named after the test and this process.
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("tc-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create scratch dir");
+        Self(dir)
+    }
+
+    /// A file in the directory.
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn help_mentions_every_subcommand_and_the_exit_codes() {
+    let o = run(&["--help"]);
+    assert!(o.status.success());
+    let text = stdout(&o);
+    for cmd in ["list", "status", "watch", "sim", "up"] {
+        assert!(
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{cmd} "))),
+            "{cmd} missing from:\n{text}"
+        );
+    }
+    assert!(text.contains("69"), "{text}");
+    let o = run(&["sim", "fault", "--help"]);
+    assert!(o.status.success());
+    assert!(stdout(&o).contains("leap-second"), "{}", stdout(&o));
+}
+
+#[test]
+fn status_json_of_the_embedded_simulator() {
+    let o = run(&["status", "--json", "--device", "sim"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("status is JSON");
+    assert_eq!(v["board"], "Meta", "{v}");
+    let fw = v["firmware"].as_str().expect("firmware is a string");
+    assert!(fw.contains('.'), "firmware {fw:?} is <tag>.<version>");
+    assert_eq!(v["status"]["clock_source"], "TOD");
+    assert!(v["status"]["gnss_sync"].is_string());
+    assert!(v["simulator_ground_truth"]["truth_tai_ns"].is_i64(), "{v}");
+}
+
+#[test]
+fn watch_prints_one_line_per_sample() {
+    let o = run(&[
+        "watch",
+        "--device",
+        "sim",
+        "--count",
+        "2",
+        "--interval",
+        "200ms",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert_eq!(text.lines().count(), 2, "{text}");
+    assert!(
+        text.contains("card-host") && text.contains("UNSYNCED"),
+        "{text}"
+    );
+
+    let o = run(&["watch", "--count", "1", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("one JSON sample");
+    assert_eq!(v["sync"], "UNSYNCED");
+    assert!(v["card_tai_ns"].is_i64(), "{v}");
+}
+
+#[test]
+fn list_explains_how_to_check_when_there_is_no_card() {
+    let o = run(&["list"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    if text.contains("No Time Card found") {
+        assert!(text.contains("lspci -d 1d9b:"), "{text}");
+        assert!(text.contains("--device sim"), "{text}");
+    } else {
+        assert!(text.starts_with("ADDRESS"), "{text}");
+    }
+}
+
+#[test]
+fn usage_errors_exit_2_and_explain() {
+    let o = run(&["status", "--device", "usb:1"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("pci:0000:01:00.0") && err.contains("sim:"),
+        "{err}"
+    );
+    let o = run(&["watch", "--interval", "5"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("500ms, 10s"), "{}", stderr(&o));
+    let o = run(&["--device", "sim", "sim", "--bar", "/tmp/never.bar"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--bar"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_simulator_file_is_unavailable() {
+    let o = run(&["status", "--device", "sim:/nonexistent/card.bar"]);
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot use device sim:/nonexistent/card.bar"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// `timecard status --json --device sim:BAR`, parsed.
+fn status_json(bar: &Path) -> serde_json::Value {
+    let device = format!("sim:{}", bar.display());
+    let o = run(&["status", "--json", "--device", &device]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).expect("status is JSON")
+}
+
+#[test]
+fn a_simulator_process_serves_status_faults_and_cleans_up() {
+    let dir = Scratch::new("sim");
+    let bar = dir.path("card.bar");
+    let link = dir.path("card.gnss");
+    let bar_arg = bar.to_str().expect("utf-8 temp path");
+    let mut child = timecard()
+        .args(["sim", "--bar", bar_arg, "--duration", "3s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start timecard sim");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    // The banner is printed once the card and its GNSS tty are ready.
+    let banner: Vec<String> = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .take_while(|l| !l.starts_with("Stops after"))
+        .collect();
+    assert!(banner.iter().any(|l| l.contains("GNSS tty")), "{banner:?}");
+    assert!(bar.exists() && link.exists());
+
+    let v = status_json(&bar);
+    assert_eq!(v["device"], format!("sim:{bar_arg}"));
+    assert_eq!(v["simulator_ground_truth"]["gnss"]["signal_lost"], false);
+    assert_eq!(v["gnss_serial"], link.to_str().expect("utf-8"));
+
+    let o = run(&["sim", "fault", "--bar", bar_arg, "gnss-loss"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("gnss-loss"), "{}", stdout(&o));
+    let v = status_json(&bar);
+    assert_eq!(
+        v["simulator_ground_truth"]["gnss"]["signal_lost"], true,
+        "{v}"
+    );
+
+    let device = format!("sim:{bar_arg}");
+    let o = run(&["sim", "fault", "--bar", bar_arg, "card-removed"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = run(&["status", "--device", &device]);
+    assert_eq!(o.status.code(), Some(69));
+    assert!(stderr(&o).contains("does not respond"), "{}", stderr(&o));
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for timecard sim") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("timecard sim did not stop after --duration 3s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("stopped; removed")),
+        "{rest:?}"
+    );
+    assert!(!bar.exists(), "BAR file removed");
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "GNSS link removed"
+    );
+}
+
+#[test]
+fn up_goes_from_unsynced_to_in_sync() {
+    // Real time, as a newcomer runs it: GNSS fix after 2 s, the first PPS
+    // steps the phase, four good PPS later the card reports IN_SYNC.
+    let o = run(&["up", "--duration", "12s"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].contains("Ctrl-C"), "{text}");
+    let samples: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.contains("card-host"))
+        .collect();
+    assert!(samples.len() >= 8, "{text}");
+    assert!(samples[0].contains("UNSYNCED"), "{text}");
+    assert!(
+        samples[samples.len() - 1].contains("IN SYNC"),
+        "not locked at the end:\n{text}"
+    );
+    assert!(
+        lines[lines.len() - 1].contains("last state IN SYNC"),
+        "{text}"
+    );
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh machine: installs what the interop tests
+# need (Debian packages; idempotent), then format check, clippy and all tests.
+#
+#   ./scripts/test.sh            # everything
+#   ./scripts/test.sh -p timecard-sim   # extra args go to `cargo test`
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v gpsd >/dev/null || need_apt+=(gpsd)
+command -v gpspipe >/dev/null || need_apt+=(gpsd-clients)
+command -v setpriv >/dev/null || need_apt+=(util-linux)
+if ((${#need_apt[@]})); then
+    echo "==> installing ${need_apt[*]}"
+    if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+    export DEBIAN_FRONTEND=noninteractive
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -q --no-install-recommends "${need_apt[@]}"
+fi
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --workspace "$@"
