@@ -352,7 +352,7 @@ fn timestampers_capture_gnss_phc_and_external_pps() {
     let phc = card.poll_extts(5).unwrap().expect("PHC PPS event");
     let ext = card.poll_extts(1).unwrap().expect("external PPS event");
     assert!(
-        (gnss.card_tai_ns.rem_euclid(NS) as i64 - NS / 2).abs() > NS / 2 - 50,
+        (gnss.card_tai_ns.rem_euclid(NS) - NS / 2).abs() > NS / 2 - 50,
         "{gnss:?}"
     );
     assert_eq!(phc.card_tai_ns % NS, 0, "{phc:?}");
