@@ -1,0 +1,216 @@
+//! Receive workers: one thread per `SO_REUSEPORT` socket on 319 and 320.
+//!
+//! Event port: Delay_Req (two-step or SPTP) is timestamped by the kernel and
+//! handed to the send worker that owns the client. General port: Signaling is
+//! negotiated here (the grant goes straight back from port 320) and the
+//! resulting stream handed to the owning worker. Anything malformed is counted
+//! and dropped without a reply, so hostile input never amplifies.
+
+use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use ptp_proto::{
+    AcknowledgeCancelUnicastTransmission, ClockIdentity, Message, MessageType, MessageWriter,
+    PortIdentity, TypedTlv,
+};
+
+use crate::net::PtpSocket;
+use crate::stats::Stats;
+use crate::subscriptions::{Decision, Limits, decide};
+use crate::worker::Command;
+
+/// Which worker owns a client: a hash of its port identity (as ptp4u does).
+#[must_use]
+pub fn worker_for(client: &PortIdentity, workers: usize) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client.hash(&mut h);
+    (h.finish() % workers.max(1) as u64) as usize
+}
+
+/// Shared state the receivers need.
+#[derive(Debug)]
+pub struct RxShared {
+    /// Command queues of the send workers.
+    pub workers: Vec<SyncSender<Command>>,
+    /// Statistics.
+    pub stats: Arc<Stats>,
+    /// Negotiation limits.
+    pub limits: Limits,
+    /// Refuse new grants and ignore Delay_Req.
+    pub draining: AtomicBool,
+    /// Stop the receive loops.
+    pub stop: AtomicBool,
+    /// Our clock identity.
+    pub clock_identity: ClockIdentity,
+    /// Our domain; other domains are ignored.
+    pub domain: u8,
+    /// Port on clients that Sync goes to.
+    pub client_event_port: u16,
+    /// Maximum number of live streams (bounds memory under request floods).
+    pub max_streams: u64,
+}
+
+impl RxShared {
+    fn dispatch(&self, client: &PortIdentity, cmd: Command) {
+        let w = worker_for(client, self.workers.len());
+        match self.workers[w].try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Receive loop of an event-port (319) socket.
+pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
+    let mut buf = [0u8; 1500];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(rx) = socket.recv(&mut buf) else {
+            continue;
+        };
+        if let Some(d) = rx.drops {
+            shared
+                .stats
+                .rx_kernel_drops
+                .fetch_max(u64::from(d), Ordering::Relaxed);
+        }
+        let Ok(msg) = Message::parse(&buf[..rx.len]) else {
+            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        shared.stats.rx.inc(msg.message_type());
+        if msg.message_type() != MessageType::DelayReq
+            || msg.header.domain_number != shared.domain
+            || shared.draining.load(Ordering::Relaxed)
+        {
+            continue;
+        }
+        let Some(rx_host_ns) = rx.timestamp_ns else {
+            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        let client = msg.header.source_port_identity;
+        shared.dispatch(
+            &client,
+            Command::DelayReq {
+                header: msg.header,
+                rx_host_ns,
+                from: rx.from,
+            },
+        );
+    }
+}
+
+/// Receive loop of a general-port (320) socket.
+pub fn run_general(socket: &PtpSocket, shared: &RxShared) {
+    let mut buf = [0u8; 1500];
+    let mut out = [0u8; 1500];
+    while !shared.stop.load(Ordering::Relaxed) {
+        let Ok(rx) = socket.recv(&mut buf) else {
+            continue;
+        };
+        let Ok(msg) = Message::parse(&buf[..rx.len]) else {
+            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        shared.stats.rx.inc(msg.message_type());
+        if msg.message_type() != MessageType::Signaling || msg.header.domain_number != shared.domain
+        {
+            continue;
+        }
+        if let Some(n) = negotiate(&msg, rx.from, shared, &mut out) {
+            if socket.send_to(&out[..n], rx.from).is_ok() {
+                shared.stats.tx.inc(MessageType::Signaling);
+            } else {
+                shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Handles one Signaling message; writes the reply (grants and cancel
+/// acknowledgements) into `out` and returns its length, if any.
+fn negotiate(
+    msg: &Message<'_>,
+    from: SocketAddr,
+    shared: &RxShared,
+    out: &mut [u8],
+) -> Option<usize> {
+    let client = msg.header.source_port_identity;
+    let src = PortIdentity::new(shared.clock_identity, 1);
+    let reply = Message::signaling_reply(src, &msg.header);
+    let mut w = MessageWriter::new(out, &reply).ok()?;
+    let mut replies = 0;
+    let draining = shared.draining.load(Ordering::Relaxed);
+    for tlv in msg.tlvs.iter() {
+        let Ok(typed) = tlv.typed() else {
+            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        match typed {
+            TypedTlv::Request(req) => {
+                let live: u64 = [
+                    MessageType::Announce,
+                    MessageType::Sync,
+                    MessageType::DelayResp,
+                ]
+                .iter()
+                .map(|t| shared.stats.subscriptions(*t))
+                .sum();
+                let full = live >= shared.max_streams;
+                let mut decision = decide(&req, &shared.limits, draining);
+                if full && matches!(decision, Decision::Grant { .. }) {
+                    shared.stats.over_capacity.fetch_add(1, Ordering::Relaxed);
+                    decision = Decision::Deny {
+                        reason: crate::subscriptions::DenyReason::Draining,
+                    };
+                }
+                let grant = match decision {
+                    Decision::Grant {
+                        log_interval,
+                        duration_s,
+                    } => {
+                        shared.stats.grants.inc(req.message_type);
+                        shared.dispatch(
+                            &client,
+                            Command::Grant {
+                                key: (client, req.message_type),
+                                log_interval,
+                                duration_s,
+                                event_addr: SocketAddr::new(from.ip(), shared.client_event_port),
+                                general_addr: from,
+                            },
+                        );
+                        ptp_proto::GrantUnicastTransmission {
+                            message_type: req.message_type,
+                            log_inter_message_period: log_interval,
+                            duration_s,
+                            renewal_invited: true,
+                        }
+                    }
+                    Decision::Deny { .. } => {
+                        shared.stats.refusals.inc(req.message_type);
+                        req.deny()
+                    }
+                };
+                w.push_tlv(&TypedTlv::Grant(grant)).ok()?;
+                replies += 1;
+            }
+            TypedTlv::Cancel(c) => {
+                shared.stats.cancels_rx.inc(c.message_type);
+                shared.dispatch(&client, Command::Cancel((client, c.message_type)));
+                w.push_tlv(&TypedTlv::AckCancel(
+                    AcknowledgeCancelUnicastTransmission::new(c.message_type),
+                ))
+                .ok()?;
+                replies += 1;
+            }
+            _ => {}
+        }
+    }
+    (replies > 0).then(|| w.finish())
+}

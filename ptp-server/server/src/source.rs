@@ -1,0 +1,264 @@
+//! The card as the server's time source.
+//!
+//! [`CardSource`] runs one thread that owns the card for the server: ten
+//! times a second it reads the card's time with its host bracket and
+//! refreshes the [`TimeMap`] (host timestamp → card time); once a second it
+//! runs the driver's [`Supervisor`] (GNSS loss, UTC offset, time jumps) and
+//! feeds the card's status into the c4u-style [`QualityEstimator`]. A card in
+//! holdover is therefore served as holdover time with class 7, live.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ptp_proto::Flags;
+use timecard_driver::card::CardError;
+use timecard_driver::supervisor::{Event, Supervisor, SupervisorState};
+use timecard_driver::{HostClock, TimeCard};
+
+use crate::quality::{CardSample, QualityConfig, QualityEstimator, Served};
+use crate::timemap::{Fitter, TimeMap};
+
+/// What the send and receive paths need from a clock.
+pub trait TimeSource: Send + Sync + fmt::Debug {
+    /// Card (TAI) time for a kernel timestamp in host `CLOCK_REALTIME` ns.
+    fn card_time(&self, host_ns: i64) -> Option<i64>;
+    /// The clock quality to announce.
+    fn served(&self) -> Served;
+    /// Host `CLOCK_REALTIME` now, ns.
+    fn host_now_ns(&self) -> i64;
+}
+
+/// Packs [`Served`] into one atomic word.
+fn pack(s: Served) -> u64 {
+    u64::from(s.clock_class)
+        | u64::from(s.clock_accuracy) << 8
+        | u64::from(s.utc_offset_s as u16) << 16
+        | u64::from(s.flags.0) << 32
+        | u64::from(s.offset_scaled_log_variance) << 48
+}
+
+fn unpack(v: u64) -> Served {
+    Served {
+        clock_class: v as u8,
+        clock_accuracy: (v >> 8) as u8,
+        utc_offset_s: (v >> 16) as u16 as i16,
+        flags: Flags((v >> 32) as u16),
+        offset_scaled_log_variance: (v >> 48) as u16,
+    }
+}
+
+/// Supervisor state and recent events, for status displays.
+#[derive(Clone, Debug, Default)]
+pub struct CardReport {
+    /// The supervisor's state.
+    pub supervisor: SupervisorState,
+    /// Events of the last round.
+    pub events: Vec<Event>,
+    /// Last card error, if the card could not be read.
+    pub error: Option<String>,
+}
+
+/// The card, sampled for the server.
+pub struct CardSource {
+    map: TimeMap,
+    served: AtomicU64,
+    host: Arc<dyn HostClock>,
+    report: Mutex<CardReport>,
+    stop: AtomicBool,
+}
+
+impl fmt::Debug for CardSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CardSource")
+            .field("served", &self.served())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TimeSource for CardSource {
+    fn card_time(&self, host_ns: i64) -> Option<i64> {
+        self.map.card_time(host_ns)
+    }
+
+    fn served(&self) -> Served {
+        unpack(self.served.load(Ordering::Relaxed))
+    }
+
+    fn host_now_ns(&self) -> i64 {
+        self.host.realtime_ns()
+    }
+}
+
+/// Handle of the sampling thread; stops it when dropped.
+#[derive(Debug)]
+pub struct SourceThread {
+    source: Arc<CardSource>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SourceThread {
+    /// The time source.
+    #[must_use]
+    pub fn source(&self) -> Arc<CardSource> {
+        self.source.clone()
+    }
+}
+
+impl Drop for SourceThread {
+    fn drop(&mut self) {
+        self.source.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Samples per second of the card's time.
+const SAMPLES_PER_S: u32 = 10;
+
+impl CardSource {
+    /// Starts sampling `card`. If `supervisor` is given, this thread runs it
+    /// (the only supervisor of the card in this process).
+    #[must_use]
+    pub fn spawn(
+        card: Arc<TimeCard>,
+        supervisor: Option<Supervisor>,
+        quality: QualityConfig,
+    ) -> SourceThread {
+        let source = Arc::new(CardSource {
+            map: TimeMap::new(),
+            served: AtomicU64::new(pack(Served::default())),
+            host: card.host().clone(),
+            report: Mutex::new(CardReport::default()),
+            stop: AtomicBool::new(false),
+        });
+        let s = source.clone();
+        let thread = std::thread::Builder::new()
+            .name("ptp-card".into())
+            .spawn(move || s.run(&card, supervisor, quality))
+            .expect("spawn card sampler");
+        SourceThread {
+            source,
+            thread: Some(thread),
+        }
+    }
+
+    /// Supervisor state and last events.
+    #[must_use]
+    pub fn report(&self) -> CardReport {
+        self.report
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn run(&self, card: &TimeCard, mut supervisor: Option<Supervisor>, quality: QualityConfig) {
+        let mut fitter = Fitter::new();
+        let mut estimator = QualityEstimator::new(quality);
+        let mut tick = 0u32;
+        while !self.stop.load(Ordering::Relaxed) {
+            match best_of_three(card) {
+                Ok((mid, card_ns)) => self.map.publish(fitter.add(mid, card_ns)),
+                Err(CardError::TimeJump { .. }) => fitter.reset(),
+                Err(_) => {
+                    fitter.reset();
+                    self.map.invalidate();
+                }
+            }
+            if tick.is_multiple_of(SAMPLES_PER_S) {
+                let (sample, report) = self.observe(card, supervisor.as_mut());
+                let served = estimator.push(sample);
+                self.served.store(pack(served), Ordering::Relaxed);
+                *self
+                    .report
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = report;
+            }
+            tick = tick.wrapping_add(1);
+            std::thread::sleep(Duration::from_millis(u64::from(1000 / SAMPLES_PER_S)));
+        }
+    }
+
+    fn observe(
+        &self,
+        card: &TimeCard,
+        supervisor: Option<&mut Supervisor>,
+    ) -> (CardSample, CardReport) {
+        let mut report = CardReport::default();
+        let mut distrusted = false;
+        let mut gnss_lost = false;
+        if let Some(sup) = supervisor {
+            match sup.tick(card) {
+                Ok(events) => report.events = events,
+                Err(e) => report.error = Some(e.to_string()),
+            }
+            report.supervisor = sup.state().clone();
+            distrusted = report.supervisor.distrust.is_some();
+            gnss_lost = report.supervisor.gnss_lost_since_ns.is_some();
+        }
+        let sample = match card.status() {
+            Ok(st) => CardSample {
+                readable: true,
+                in_sync: st.in_sync,
+                holdover: st.in_holdover || distrusted || (gnss_lost && st.in_sync),
+                servo_offset_ns: st.servo_offset_ns as f64,
+                utc_offset_s: st.utc.utc_valid.then_some(i16::from(st.utc.offset_s)),
+                seconds_to_leap: i64::from(st.seconds_to_leap),
+                leap: if st.utc.leap_61 {
+                    1
+                } else if st.utc.leap_59 {
+                    -1
+                } else {
+                    0
+                },
+            },
+            Err(e) => {
+                report.error = Some(e.to_string());
+                CardSample {
+                    readable: false,
+                    in_sync: false,
+                    holdover: false,
+                    servo_offset_ns: 0.0,
+                    utc_offset_s: None,
+                    seconds_to_leap: 0,
+                    leap: 0,
+                }
+            }
+        };
+        (sample, report)
+    }
+}
+
+/// The tightest of three bracketed reads: (host midpoint, card time).
+fn best_of_three(card: &TimeCard) -> Result<(i64, i64), CardError> {
+    let mut best: Option<(i64, i64, i64)> = None;
+    for _ in 0..3 {
+        let r = card.read_time()?;
+        let width = r.post_ns - r.pre_ns;
+        if best.is_none_or(|(w, _, _)| width < w) {
+            best = Some((width, r.pre_ns + width / 2, r.card_tai_ns));
+        }
+    }
+    let (_, mid, c) = best.expect("three reads");
+    Ok((mid, c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn served_packs_losslessly() {
+        let s = Served {
+            clock_class: 7,
+            clock_accuracy: 0x23,
+            offset_scaled_log_variance: 0x59E0,
+            utc_offset_s: -5,
+            flags: Flags::PTP_TIMESCALE | Flags::LEAP_61,
+        };
+        assert_eq!(unpack(pack(s)), s);
+    }
+}

@@ -1,0 +1,226 @@
+//! Counters and gauges of the server, as JSON (ptp4u's flat map) and as
+//! Prometheus text.
+//!
+//! Everything is an atomic updated on the hot path without locks.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use ptp_proto::MessageType;
+
+/// Message types the server counts, in a fixed order.
+pub const COUNTED: [MessageType; 6] = [
+    MessageType::Sync,
+    MessageType::DelayReq,
+    MessageType::FollowUp,
+    MessageType::DelayResp,
+    MessageType::Announce,
+    MessageType::Signaling,
+];
+
+fn slot(t: MessageType) -> Option<usize> {
+    COUNTED.iter().position(|c| *c == t)
+}
+
+fn label(t: MessageType) -> &'static str {
+    match t {
+        MessageType::Sync => "sync",
+        MessageType::DelayReq => "delay_req",
+        MessageType::FollowUp => "follow_up",
+        MessageType::DelayResp => "delay_resp",
+        MessageType::Announce => "announce",
+        MessageType::Signaling => "signaling",
+        _ => "other",
+    }
+}
+
+/// A per-message-type counter array.
+#[derive(Debug, Default)]
+pub struct PerType([AtomicU64; 6]);
+
+impl PerType {
+    /// Adds one for `t` (ignored for uncounted types).
+    pub fn inc(&self, t: MessageType) {
+        if let Some(i) = slot(t) {
+            self.0[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets the value for `t` (gauges).
+    pub fn set(&self, t: MessageType, v: u64) {
+        if let Some(i) = slot(t) {
+            self.0[i].store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Value for `t`.
+    #[must_use]
+    pub fn get(&self, t: MessageType) -> u64 {
+        slot(t).map_or(0, |i| self.0[i].load(Ordering::Relaxed))
+    }
+}
+
+/// All server statistics.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages received, per type.
+    pub rx: PerType,
+    /// Messages sent, per type.
+    pub tx: PerType,
+    /// Live subscriptions per worker, per type (gauges set by each worker).
+    pub worker_subscriptions: Vec<PerType>,
+    /// Grants sent, per type.
+    pub grants: PerType,
+    /// Refusals sent (grant with duration 0), per type.
+    pub refusals: PerType,
+    /// CANCEL received, per type.
+    pub cancels_rx: PerType,
+    /// CANCEL sent (expiry, drain), per type.
+    pub cancels_tx: PerType,
+    /// SPTP exchanges answered.
+    pub sptp: AtomicU64,
+    /// Packets that did not parse.
+    pub malformed: AtomicU64,
+    /// Delay_Req without a Delay_Resp subscription.
+    pub unsubscribed_delay_req: AtomicU64,
+    /// Work dropped because a worker queue was full.
+    pub queue_drops: AtomicU64,
+    /// Requests refused because the subscription limit was reached.
+    pub over_capacity: AtomicU64,
+    /// Sync sent without a TX timestamp (no Follow_Up).
+    pub txts_missing: AtomicU64,
+    /// Messages not sent because the card time was unavailable or stale.
+    pub no_card_time: AtomicU64,
+    /// Send errors.
+    pub send_errors: AtomicU64,
+    /// Kernel receive-queue drops (SO_RXQ_OVFL, summed over sockets).
+    pub rx_kernel_drops: AtomicU64,
+    /// Served clockClass.
+    pub clock_class: AtomicU64,
+    /// Served clockAccuracy.
+    pub clock_accuracy: AtomicU64,
+    /// Served UTC offset.
+    pub utc_offset_s: AtomicI64,
+    /// 1 while draining.
+    pub draining: AtomicU64,
+}
+
+impl Stats {
+    /// Statistics for a server with `workers` send workers.
+    #[must_use]
+    pub fn new(workers: usize) -> Self {
+        Self {
+            worker_subscriptions: (0..workers).map(|_| PerType::default()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Live subscriptions of type `t` over all workers.
+    #[must_use]
+    pub fn subscriptions(&self, t: MessageType) -> u64 {
+        self.worker_subscriptions.iter().map(|w| w.get(t)).sum()
+    }
+
+    fn pairs(&self) -> Vec<(String, i64)> {
+        let mut v = Vec::new();
+        let u = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        for t in COUNTED {
+            let l = label(t);
+            v.push((format!("rx.{l}"), u(self.rx.get(t))));
+            v.push((format!("tx.{l}"), u(self.tx.get(t))));
+        }
+        for t in [
+            MessageType::Announce,
+            MessageType::Sync,
+            MessageType::DelayResp,
+        ] {
+            let l = label(t);
+            v.push((format!("subscriptions.{l}"), u(self.subscriptions(t))));
+            v.push((format!("tx.signaling.grant.{l}"), u(self.grants.get(t))));
+            v.push((format!("tx.signaling.refuse.{l}"), u(self.refusals.get(t))));
+            v.push((
+                format!("rx.signaling.cancel.{l}"),
+                u(self.cancels_rx.get(t)),
+            ));
+            v.push((
+                format!("tx.signaling.cancel.{l}"),
+                u(self.cancels_tx.get(t)),
+            ));
+        }
+        let r = |a: &AtomicU64| u(a.load(Ordering::Relaxed));
+        v.push(("sptp".into(), r(&self.sptp)));
+        v.push(("rx.malformed".into(), r(&self.malformed)));
+        v.push((
+            "rx.delay_req.unsubscribed".into(),
+            r(&self.unsubscribed_delay_req),
+        ));
+        v.push(("queue.drops".into(), r(&self.queue_drops)));
+        v.push(("subscriptions.over_capacity".into(), r(&self.over_capacity)));
+        v.push(("txts.missing".into(), r(&self.txts_missing)));
+        v.push(("tx.no_card_time".into(), r(&self.no_card_time)));
+        v.push(("tx.errors".into(), r(&self.send_errors)));
+        v.push(("rxdrops".into(), r(&self.rx_kernel_drops)));
+        v.push(("clockclass".into(), r(&self.clock_class)));
+        v.push(("clockaccuracy".into(), r(&self.clock_accuracy)));
+        v.push((
+            "utcoffset_sec".into(),
+            self.utc_offset_s.load(Ordering::Relaxed),
+        ));
+        v.push(("drain".into(), r(&self.draining)));
+        for (i, w) in self.worker_subscriptions.iter().enumerate() {
+            let total: u64 = COUNTED.iter().map(|t| w.get(*t)).sum();
+            v.push((format!("worker.{i}.subscriptions"), u(total)));
+        }
+        v
+    }
+
+    /// ptp4u-style flat JSON map.
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        let mut s = String::from("{");
+        for (i, (k, v)) in self.pairs().iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "\"{k}\":{v}");
+        }
+        s.push('}');
+        s
+    }
+
+    /// Prometheus text exposition (names `ptp_server_*`).
+    #[must_use]
+    pub fn to_prometheus(&self) -> String {
+        let mut s = String::new();
+        for (k, v) in self.pairs() {
+            let name: String = k
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                .collect();
+            let _ = writeln!(s, "ptp_server_{name} {v}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_prometheus_carry_the_same_counters() {
+        let s = Stats::default();
+        s.rx.inc(MessageType::DelayReq);
+        s.grants.inc(MessageType::Sync);
+        s.clock_class.store(6, Ordering::Relaxed);
+        let j = s.to_json();
+        assert!(
+            j.contains("\"rx.delay_req\":1") && j.contains("\"tx.signaling.grant.sync\":1"),
+            "{j}"
+        );
+        assert!(j.contains("\"clockclass\":6"));
+        let p = s.to_prometheus();
+        assert!(p.contains("ptp_server_rx_delay_req 1\n"), "{p}");
+        assert!(p.contains("ptp_server_clockclass 6\n"));
+    }
+}
