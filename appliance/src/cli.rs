@@ -567,6 +567,40 @@ pub struct UpArgs {
     /// Sampling and output of the live view.
     #[command(flatten)]
     pub live: LiveArgs,
+
+    /// The PTP server `up` runs on the card.
+    #[command(flatten)]
+    pub ptp: PtpArgs,
+}
+
+/// Flags of the PTP server inside `timecard up`.
+#[derive(Debug, Args)]
+pub struct PtpArgs {
+    /// Do not start the PTP server
+    #[arg(long)]
+    pub no_ptp: bool,
+
+    /// Address the PTP server listens on (loopback unless you mean otherwise)
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1")]
+    pub ptp_ip: std::net::IpAddr,
+
+    /// PTP event port; the general port is this + 1. 319 needs root; without it
+    /// `up` falls back to 3319/3320 and says so
+    #[arg(long, value_name = "PORT", default_value_t = 319)]
+    pub ptp_port: u16,
+
+    /// PTP server monitoring (JSON on /, Prometheus on /metrics); `off` disables
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8888")]
+    pub ptp_monitoring: String,
+
+    /// Seconds of card history behind the announced clockClass (c4u uses 600;
+    /// the class is the 99th percentile, so it turns 6 once 99 % of the window is locked)
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub ptp_quality_window: usize,
+
+    /// PTP server configuration file (TOML); the flags above override it
+    #[arg(long, value_name = "FILE")]
+    pub ptp_config: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -12,8 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use serde::Serialize;
+use std::sync::Arc;
+
+use ptp_proto::MessageType;
+use ptp_server::CardSource;
+use ptp_server::stats::Stats;
 use timecard_driver::gnss::NmeaReader;
-use timecard_driver::supervisor::{Event, Supervisor};
+use timecard_driver::supervisor::{Event, Supervisor, SupervisorState};
 use timecard_driver::{CardError, TimeCard};
 use timecard_hw::civil::TAI_UTC_2017;
 use timecard_hw::regs::tod;
@@ -110,18 +115,80 @@ pub struct Sample {
     /// Simulator ground truth: card minus true time, ns (not on real hardware).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sim_truth_card_error_ns: Option<i64>,
+    /// The PTP server, when one runs on the card.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ptp: Option<PtpSample>,
 }
 
-/// A supervisor for `card`: reading the GNSS receiver's NMEA when its serial port is known.
-fn supervisor_for(card: &TimeCard) -> Supervisor {
-    let Some(path) = card.gnss_serial() else {
-        return Supervisor::new();
-    };
-    match NmeaReader::open(path, GNSS_BAUD) {
-        Ok(reader) => Supervisor::with_nmea(reader),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the GNSS receiver's NMEA; supervising without it");
-            Supervisor::new()
+/// What the PTP server is doing.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PtpSample {
+    /// Announced clockClass.
+    pub clock_class: u64,
+    /// Announced clockAccuracy.
+    pub clock_accuracy: u64,
+    /// Live Sync subscriptions (clients).
+    pub sync_clients: u64,
+    /// Live Announce subscriptions.
+    pub announce_clients: u64,
+    /// Syncs sent so far.
+    pub syncs_sent: u64,
+    /// Delay_Resp sent so far.
+    pub delay_resps_sent: u64,
+}
+
+impl PtpSample {
+    fn from_stats(s: &Stats) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            clock_class: s.clock_class.load(Relaxed),
+            clock_accuracy: s.clock_accuracy.load(Relaxed),
+            sync_clients: s.subscriptions(MessageType::Sync),
+            announce_clients: s.subscriptions(MessageType::Announce),
+            syncs_sent: s.tx.get(MessageType::Sync),
+            delay_resps_sent: s.tx.get(MessageType::DelayResp),
+        }
+    }
+}
+
+/// Who supervises the card while the live view runs.
+#[derive(Debug)]
+pub enum Supervision {
+    /// The view runs the driver's supervisor itself (`watch`).
+    Own(Supervisor),
+    /// Another component runs it (the PTP server's card sampler in `up`); the
+    /// view shows its state and events.
+    Shared(Arc<CardSource>),
+}
+
+impl Supervision {
+    /// A supervisor of the view's own for `card`, reading the GNSS NMEA when its serial port is known.
+    #[must_use]
+    pub fn own(card: &TimeCard) -> Self {
+        let Some(path) = card.gnss_serial() else {
+            return Self::Own(Supervisor::new());
+        };
+        Self::Own(match NmeaReader::open(path, GNSS_BAUD) {
+            Ok(reader) => Supervisor::with_nmea(reader),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the GNSS receiver's NMEA; supervising without it");
+                Supervisor::new()
+            }
+        })
+    }
+
+    /// One round: runs the own supervisor if `due`, or collects the shared one's events.
+    fn round(&mut self, card: &TimeCard, due: bool) -> Result<(Vec<Event>, SupervisorState)> {
+        match self {
+            Self::Own(sup) => {
+                let events = if due {
+                    sup.tick(card).context("supervising the card")?
+                } else {
+                    Vec::new()
+                };
+                Ok((events, sup.state().clone()))
+            }
+            Self::Shared(source) => Ok((source.take_events(), source.report().supervisor)),
         }
     }
 }
@@ -129,8 +196,9 @@ fn supervisor_for(card: &TimeCard) -> Supervisor {
 /// Takes one sample (the supervisor has already run, and produced `events`).
 fn sample(
     card: &TimeCard,
-    supervisor: &Supervisor,
+    state: &SupervisorState,
     truth: Option<&Sim>,
+    ptp: Option<&Stats>,
     events: Vec<Event>,
     elapsed: Duration,
 ) -> Result<Sample> {
@@ -159,7 +227,6 @@ fn sample(
     } else {
         SyncState::Unsynced
     };
-    let state = supervisor.state();
     Ok(Sample {
         elapsed_s: elapsed.as_secs_f64(),
         card_tai_ns: reading.map(|r| r.card_tai_ns),
@@ -189,6 +256,7 @@ fn sample(
         servo_drift: status.servo_drift,
         events,
         sim_truth_card_error_ns: truth.map(|s| s.snapshot().card_error_ns),
+        ptp: ptp.map(PtpSample::from_stats),
     })
 }
 
@@ -227,6 +295,12 @@ pub fn line(s: &Sample) -> String {
         gnss_words(s),
         render::signed_ns(s.servo_offset_ns),
     );
+    if let Some(p) = &s.ptp {
+        out.push_str(&format!(
+            "  ptp class {} acc {:#04x} clients {}",
+            p.clock_class, p.clock_accuracy, p.sync_clients
+        ));
+    }
     if let Some(err) = s.sim_truth_card_error_ns {
         out.push_str(&format!(
             "  [sim truth: card error {}]",
@@ -267,6 +341,12 @@ fn block(s: &Sample, recent: &VecDeque<(String, String)>) -> Vec<String> {
         ),
         format!("gnss         {}", gnss_words(s)),
     ];
+    if let Some(p) = &s.ptp {
+        lines.push(format!(
+            "ptp server   clockClass {}, clockAccuracy {:#04x}, {} Sync / {} Announce clients, {} Sync and {} Delay_Resp sent",
+            p.clock_class, p.clock_accuracy, p.sync_clients, p.announce_clients, p.syncs_sent, p.delay_resps_sent
+        ));
+    }
     if let Some(err) = s.sim_truth_card_error_ns {
         lines.push(format!(
             "sim truth    card error {}  (simulator only: not visible on real hardware)",
@@ -288,15 +368,17 @@ fn block(s: &Sample, recent: &VecDeque<(String, String)>) -> Vec<String> {
 /// # Errors
 /// A card that stops responding ([`CardError::CardGone`]), other driver
 /// errors, or a failed write to `out`.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     card: &TimeCard,
+    mut supervision: Supervision,
     truth: Option<&Sim>,
+    ptp: Option<&Stats>,
     args: &LiveArgs,
     limits: Limits,
     terminal: bool,
     out: &mut dyn Write,
 ) -> Result<Option<Sample>> {
-    let mut supervisor = supervisor_for(card);
     let start = Instant::now();
     let mut next = start;
     let mut last_round: Option<Instant> = None;
@@ -306,13 +388,12 @@ pub fn run(
     let mut drawn = 0usize;
     while !signals::stop_requested() && limits.until.is_none_or(|u| Instant::now() < u) {
         let now = Instant::now();
-        let events = if last_round.is_none_or(|t| now - t >= SUPERVISOR_PERIOD) {
+        let due = last_round.is_none_or(|t| now - t >= SUPERVISOR_PERIOD);
+        if due {
             last_round = Some(now);
-            supervisor.tick(card).context("supervising the card")?
-        } else {
-            Vec::new()
-        };
-        let s = sample(card, &supervisor, truth, events, now - start)?;
+        }
+        let (events, state) = supervision.round(card, due)?;
+        let s = sample(card, &state, truth, ptp, events, now - start)?;
         if args.json {
             serde_json::to_writer(&mut *out, &s)?;
             writeln!(out)?;

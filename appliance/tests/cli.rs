@@ -228,7 +228,17 @@ fn a_simulator_process_serves_status_faults_and_cleans_up() {
 fn up_goes_from_unsynced_to_in_sync() {
     // Real time, as a newcomer runs it: GNSS fix after 2 s, the first PPS
     // steps the phase, four good PPS later the card reports IN_SYNC.
-    let o = run(&["up", "--duration", "12s"]);
+    let o = run(&[
+        "up",
+        "--duration",
+        "18s",
+        "--ptp-port",
+        "0",
+        "--ptp-monitoring",
+        "off",
+        "--ptp-quality-window",
+        "3",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
@@ -247,5 +257,17 @@ fn up_goes_from_unsynced_to_in_sync() {
     assert!(
         lines[lines.len() - 1].contains("last state IN SYNC"),
         "{text}"
+    );
+    assert!(
+        text.contains("ptp-server") && text.contains("unicast PTP on 127.0.0.1:"),
+        "banner names the PTP server:\n{text}"
+    );
+    assert!(
+        samples[0].contains("ptp class 52"),
+        "uncalibrated at start:\n{text}"
+    );
+    assert!(
+        samples[samples.len() - 1].contains("ptp class 6 acc 0x21"),
+        "announces class 6 once locked:\n{text}"
     );
 }

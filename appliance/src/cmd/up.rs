@@ -1,16 +1,21 @@
 //! `timecard up`: the appliance in one process.
 //!
-//! `up` starts its [`Component`]s (today: the simulated card, unless a real
-//! card or an external simulator is given), opens the driver on the card,
-//! initialises it as `ptp_ocp`'s probe does, and runs the live view with the
-//! supervisor until Ctrl-C or `--duration`. Components stop in reverse order
-//! of starting. Components that serve the card's time (PTP server, fbclock,
-//! services) join the list as they are written.
+//! `up` starts its [`Component`]s: the simulated card (unless a real card or
+//! an external simulator is given), then, after the driver has initialised
+//! the card as `ptp_ocp`'s probe does, the PTP server on it (whose card
+//! sampler also runs the driver's supervisor). The live view shows the card,
+//! the supervisor's findings and the PTP server until Ctrl-C or `--duration`.
+//! Components stop in reverse order of starting.
 
 use std::io::Write;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context as _, Result};
+use ptp_server::quality::QualityConfig;
+use ptp_server::source::SourceThread;
+use ptp_server::{CardSource, Server};
+use timecard_driver::supervisor::Supervisor;
 use timecard_driver::{DeviceSpec, InitOptions, TimeCard};
 use timecard_sim::Sim;
 
@@ -51,10 +56,93 @@ impl Component for Simulator {
     }
 }
 
+/// The PTP server and the card sampler that feeds it.
+struct Ptp {
+    /// The server (stops with graceful cancels when dropped).
+    server: Server,
+    /// The card sampler (runs the supervisor).
+    source: SourceThread,
+    /// Whether the standard ports were unavailable and the fallback is used.
+    fallback: bool,
+}
+
+impl Component for Ptp {
+    fn name(&self) -> &'static str {
+        "ptp-server"
+    }
+
+    fn summary(&self) -> String {
+        let mut s = format!(
+            "unicast PTP on {} / {}, clock identity {}",
+            self.server.event_addr(),
+            self.server.general_addr(),
+            self.server.clock_identity()
+        );
+        if let Some(m) = self.server.monitor_addr() {
+            s.push_str(&format!("; stats http://{m}/ and /metrics"));
+        }
+        if self.fallback {
+            s.push_str(" (ports 319/320 unavailable: not root?)");
+        }
+        s
+    }
+}
+
+/// Ports used when 319/320 cannot be bound.
+const FALLBACK_EVENT_PORT: u16 = 3319;
+
+/// Starts the PTP server (and its card sampler with the supervisor) on `card`.
+fn start_ptp(card: Arc<TimeCard>, args: &UpArgs) -> Result<Ptp> {
+    let p = &args.ptp;
+    let mut config = match &p.ptp_config {
+        Some(path) => ptp_server::Config::load(path)?,
+        None => ptp_server::Config::default(),
+    };
+    config.ip = p.ptp_ip;
+    config.event_port = p.ptp_port;
+    config.general_port = if p.ptp_port == 0 {
+        0
+    } else {
+        p.ptp_port.saturating_add(1)
+    };
+    config.monitoring = (p.ptp_monitoring != "off").then(|| p.ptp_monitoring.clone());
+    config.quality_window = p.ptp_quality_window;
+    let supervisor = match live::Supervision::own(&card) {
+        live::Supervision::Own(s) => s,
+        live::Supervision::Shared(_) => Supervisor::new(),
+    };
+    let source = CardSource::spawn(
+        card,
+        Some(supervisor),
+        QualityConfig {
+            window: config.quality_window,
+            ..QualityConfig::default()
+        },
+    );
+    let (server, fallback) = match Server::start(&config, source.source()) {
+        Ok(s) => (s, false),
+        Err(e) if p.ptp_port == ptp_proto::EVENT_PORT => {
+            tracing::warn!(error = %e, "falling back to ports {FALLBACK_EVENT_PORT}/{}", FALLBACK_EVENT_PORT + 1);
+            config.event_port = FALLBACK_EVENT_PORT;
+            config.general_port = FALLBACK_EVENT_PORT + 1;
+            (
+                Server::start(&config, source.source()).context("starting the PTP server")?,
+                true,
+            )
+        }
+        Err(e) => return Err(e).context("starting the PTP server"),
+    };
+    Ok(Ptp {
+        server,
+        source,
+        fallback,
+    })
+}
+
 /// The card `up` drives, and where it came from.
 struct Card {
     /// The driver's handle.
-    card: TimeCard,
+    card: Arc<TimeCard>,
     /// The simulator behind it, for ground truth in the live view.
     truth: Option<Sim>,
     /// What it is, for the banner.
@@ -71,7 +159,10 @@ fn bring_up(
         None | Some(DeviceSpec::Embedded) => {
             let link = args.bar.as_ref().map(|b| b.with_extension("gnss"));
             let sim = Simulator::start(&args.params, args.bar.as_deref(), link.as_deref())?;
-            let card = device::open_simulator(sim.sim(), Some(sim.gnss_path().to_path_buf()))?;
+            let card = Arc::new(device::open_simulator(
+                sim.sim(),
+                Some(sim.gnss_path().to_path_buf()),
+            )?);
             let truth = Some(sim.sim().clone());
             let what = sim.describe();
             components.push(Box::new(sim));
@@ -87,7 +178,7 @@ fn bring_up(
             let opened = device::open(spec)?;
             Ok(Card {
                 what: format!("the card at {spec}"),
-                card: opened.card,
+                card: Arc::new(opened.card),
                 truth: opened.truth,
             })
         }
@@ -109,7 +200,7 @@ fn say(json: bool, out: &mut dyn Write, text: &str) -> std::io::Result<()> {
 /// Initialises the card, prints what runs, and runs the live view until the end.
 fn serve(
     card: &Card,
-    components: &[Box<dyn Component>],
+    components: &mut Vec<Box<dyn Component>>,
     args: &UpArgs,
     terminal: bool,
     out: &mut dyn Write,
@@ -118,15 +209,28 @@ fn serve(
     card.card
         .init(InitOptions::default())
         .context("initialising the card")?;
+    let mut shared = None;
+    let mut stats = None;
+    if !args.ptp.no_ptp {
+        let ptp = start_ptp(card.card.clone(), args)?;
+        shared = Some(ptp.source.source());
+        stats = Some(ptp.server.stats());
+        components.push(Box::new(ptp));
+    }
     let stop = match args.duration {
         Some(d) => format!("stops after {}, or press Ctrl-C", format_duration(d)),
         None => "press Ctrl-C to stop".to_owned(),
     };
     let mut banner = format!(
-        "timecard up: {} + driver + supervisor running; {stop}\n",
-        card.what
+        "timecard up: {} + driver + supervisor{} running; {stop}\n",
+        card.what,
+        if shared.is_some() {
+            " + PTP server"
+        } else {
+            ""
+        }
     );
-    for c in components {
+    for c in components.iter() {
         banner.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));
     }
     if let Some(tty) = card.card.gnss_serial() {
@@ -137,9 +241,15 @@ fn serve(
         ));
     }
     say(args.live.json, out, &banner)?;
+    let supervision = match shared {
+        Some(source) => live::Supervision::Shared(source),
+        None => live::Supervision::own(&card.card),
+    };
     let last = live::run(
         &card.card,
+        supervision,
         card.truth.as_ref(),
+        stats.as_deref(),
         &args.live,
         Limits {
             count: None,
@@ -185,7 +295,7 @@ pub fn run(
 ) -> Result<()> {
     let mut components: Vec<Box<dyn Component>> = Vec::new();
     let result = bring_up(device, args, &mut components)
-        .and_then(|card| serve(&card, &components, args, terminal, out));
+        .and_then(|card| serve(&card, &mut components, args, terminal, out));
     while let Some(component) = components.pop() {
         tracing::info!(component = component.name(), "stopping");
         drop(component);

@@ -31,7 +31,9 @@ pub fn run(spec: &DeviceSpec, args: &WatchArgs, terminal: bool, out: &mut dyn Wr
     }
     live::run(
         card,
+        live::Supervision::own(card),
         opened.truth.as_ref(),
+        None,
         &args.live,
         Limits {
             count: args.count,

@@ -14,6 +14,7 @@ use ptp_server::{CardSource, Server};
 use timecard_driver::InitOptions;
 use timecard_driver::device::{self, DeviceSpec};
 use timecard_driver::supervisor::Supervisor;
+use timecard_hw::regs::ClockSource;
 
 /// Serve a Time Card's time to a fleet over IEEE 1588-2019 unicast PTP.
 ///
@@ -165,7 +166,18 @@ fn main() -> Result<()> {
             card.init(InitOptions::default())?;
             card
         }
-        other => device::open(other).with_context(|| format!("opening {other}"))?,
+        other => {
+            let card = device::open(other).with_context(|| format!("opening {other}"))?;
+            // A card nothing has brought up since reset free-runs from 1970 with
+            // source NONE: initialise it as ptp_ocp's probe would.
+            if card.clock_source()? == Some(ClockSource::None) {
+                eprintln!(
+                    "ptp-server: {other} was not initialised (clock source NONE); initialising it"
+                );
+                card.init(InitOptions::default())?;
+            }
+            card
+        }
     };
     let card = Arc::new(card);
     let source_thread = CardSource::spawn(

@@ -17,9 +17,9 @@ use ptp_proto::{
     PortIdentity, TypedTlv,
 };
 
-use crate::net::PtpSocket;
+use crate::net::{PtpSocket, Received};
 use crate::stats::Stats;
-use crate::subscriptions::{Decision, Limits, decide};
+use crate::subscriptions::{Decision, DenyReason, Limits, decide};
 use crate::worker::Command;
 
 /// Which worker owns a client: a hash of its port identity (as ptp4u does).
@@ -39,8 +39,9 @@ pub struct RxShared {
     pub stats: Arc<Stats>,
     /// Negotiation limits.
     pub limits: Limits,
-    /// Refuse new grants and ignore Delay_Req.
-    pub draining: AtomicBool,
+    /// Refuse new grants and ignore Delay_Req (shared with the send workers,
+    /// which drop grants that reach them after a drain began).
+    pub draining: Arc<AtomicBool>,
     /// Stop the receive loops.
     pub stop: AtomicBool,
     /// Our clock identity.
@@ -54,29 +55,69 @@ pub struct RxShared {
 }
 
 impl RxShared {
-    fn dispatch(&self, client: &PortIdentity, cmd: Command) {
+    /// Hands `cmd` to the worker that owns `client`; false if its queue is
+    /// full (the command is dropped and counted).
+    fn dispatch(&self, client: &PortIdentity, cmd: Command) -> bool {
         let w = worker_for(client, self.workers.len());
         match self.workers[w].try_send(cmd) {
-            Ok(()) => {}
+            Ok(()) => true,
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.queue_drops.fetch_add(1, Ordering::Relaxed);
+                false
             }
         }
     }
+
+    /// Takes one of the `max_streams` slots for a grant on its way to a
+    /// worker. The worker gives it back when the grant turns out to renew a
+    /// stream it already has, and when a stream ends. Counting at grant time
+    /// (not from the workers' gauges, which lag behind their queues) is what
+    /// keeps a request flood from overshooting the limit. At the limit a
+    /// renewal is refused too (the receiver cannot tell it from a new
+    /// stream without a lookup in the worker's table); the stream then runs
+    /// to the end of its current grant.
+    fn reserve_stream(&self) -> bool {
+        self.stats
+            .streams
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max_streams).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn release_stream(&self) {
+        self.stats.streams.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Books one received datagram: adds the socket's new kernel drops (the
+/// `SO_RXQ_OVFL` counter is cumulative per socket, `last` is this socket's
+/// previous value, so the statistic is the sum over all sockets) and rejects
+/// a datagram longer than the buffer as malformed (its tail is gone).
+fn account(rx: &Received, last: &mut u32, stats: &Stats) -> bool {
+    if let Some(d) = rx.drops {
+        stats
+            .rx_kernel_drops
+            .fetch_add(u64::from(d.wrapping_sub(*last)), Ordering::Relaxed);
+        *last = d;
+    }
+    if rx.truncated {
+        stats.malformed.fetch_add(1, Ordering::Relaxed);
+        return false;
+    }
+    true
 }
 
 /// Receive loop of an event-port (319) socket.
 pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
     let mut buf = [0u8; 1500];
+    let mut drops = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let Ok(rx) = socket.recv(&mut buf) else {
             continue;
         };
-        if let Some(d) = rx.drops {
-            shared
-                .stats
-                .rx_kernel_drops
-                .fetch_max(u64::from(d), Ordering::Relaxed);
+        if !account(&rx, &mut drops, &shared.stats) {
+            continue;
         }
         let Ok(msg) = Message::parse(&buf[..rx.len]) else {
             shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
@@ -109,10 +150,14 @@ pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
 pub fn run_general(socket: &PtpSocket, shared: &RxShared) {
     let mut buf = [0u8; 1500];
     let mut out = [0u8; 1500];
+    let mut drops = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         let Ok(rx) = socket.recv(&mut buf) else {
             continue;
         };
+        if !account(&rx, &mut drops, &shared.stats) {
+            continue;
+        }
         let Ok(msg) = Message::parse(&buf[..rx.len]) else {
             shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
             continue;
@@ -144,38 +189,30 @@ fn negotiate(
     let src = PortIdentity::new(shared.clock_identity, 1);
     let reply = Message::signaling_reply(src, &msg.header);
     let mut w = MessageWriter::new(out, &reply).ok()?;
+    // A message with any broken TLV is dropped whole: acting on the TLVs
+    // before the broken one would start streams nobody was told about.
+    if msg.tlvs.typed().any(|t| t.is_err()) {
+        shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        return None;
+    }
     let mut replies = 0;
     let draining = shared.draining.load(Ordering::Relaxed);
-    for tlv in msg.tlvs.iter() {
-        let Ok(typed) = tlv.typed() else {
-            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
+    for typed in msg.tlvs.typed().flatten() {
         match typed {
             TypedTlv::Request(req) => {
-                let live: u64 = [
-                    MessageType::Announce,
-                    MessageType::Sync,
-                    MessageType::DelayResp,
-                ]
-                .iter()
-                .map(|t| shared.stats.subscriptions(*t))
-                .sum();
-                let full = live >= shared.max_streams;
                 let mut decision = decide(&req, &shared.limits, draining);
-                if full && matches!(decision, Decision::Grant { .. }) {
+                if matches!(decision, Decision::Grant { .. }) && !shared.reserve_stream() {
                     shared.stats.over_capacity.fetch_add(1, Ordering::Relaxed);
                     decision = Decision::Deny {
-                        reason: crate::subscriptions::DenyReason::Draining,
+                        reason: DenyReason::OverCapacity,
                     };
                 }
-                let grant = match decision {
+                let granted = match decision {
                     Decision::Grant {
                         log_interval,
                         duration_s,
                     } => {
-                        shared.stats.grants.inc(req.message_type);
-                        shared.dispatch(
+                        let handed = shared.dispatch(
                             &client,
                             Command::Grant {
                                 key: (client, req.message_type),
@@ -185,29 +222,39 @@ fn negotiate(
                                 general_addr: from,
                             },
                         );
-                        ptp_proto::GrantUnicastTransmission {
+                        if !handed {
+                            // The worker never saw it: do not claim a grant.
+                            shared.release_stream();
+                        }
+                        handed.then_some(ptp_proto::GrantUnicastTransmission {
                             message_type: req.message_type,
                             log_inter_message_period: log_interval,
                             duration_s,
                             renewal_invited: true,
-                        }
+                        })
                     }
-                    Decision::Deny { .. } => {
-                        shared.stats.refusals.inc(req.message_type);
-                        req.deny()
-                    }
+                    Decision::Deny { .. } => None,
+                };
+                let grant = if let Some(g) = granted {
+                    shared.stats.grants.inc(req.message_type);
+                    g
+                } else {
+                    shared.stats.refusals.inc(req.message_type);
+                    req.deny()
                 };
                 w.push_tlv(&TypedTlv::Grant(grant)).ok()?;
                 replies += 1;
             }
             TypedTlv::Cancel(c) => {
                 shared.stats.cancels_rx.inc(c.message_type);
-                shared.dispatch(&client, Command::Cancel((client, c.message_type)));
-                w.push_tlv(&TypedTlv::AckCancel(
-                    AcknowledgeCancelUnicastTransmission::new(c.message_type),
-                ))
-                .ok()?;
-                replies += 1;
+                // Acknowledge only what the worker will act on.
+                if shared.dispatch(&client, Command::Cancel((client, c.message_type))) {
+                    w.push_tlv(&TypedTlv::AckCancel(
+                        AcknowledgeCancelUnicastTransmission::new(c.message_type),
+                    ))
+                    .ok()?;
+                    replies += 1;
+                }
             }
             _ => {}
         }

@@ -103,19 +103,16 @@ impl Server {
         let ts_mode = mode(config);
         let sock_err = |what: String| move |source| StartError::Socket { what, source };
         let stats = Arc::new(Stats::new(config.workers));
+        stats.record_served(time.served());
         let stop = Arc::new(AtomicBool::new(false));
         let identity = clock_identity(config);
-        let mut threads = Vec::new();
+        let draining = Arc::new(AtomicBool::new(false));
+
+        // Every socket is bound before any thread starts, so a failure
+        // leaves nothing running and nothing bound.
 
         // Send workers, each with its own ephemeral sockets.
-        let mut queues: Vec<SyncSender<Command>> = Vec::new();
-        let worker_cfg = WorkerConfig {
-            clock_identity: identity,
-            domain: config.domain,
-            priority: (config.priority1, config.priority2),
-            txts_timeout: config.txts_timeout(),
-            txts_attempts: config.txts_attempts,
-        };
+        let mut worker_sockets = Vec::with_capacity(config.workers);
         for i in 0..config.workers {
             let opts = SocketOptions {
                 timestamping: Some(ts_mode.clone()),
@@ -133,44 +130,16 @@ impl Server {
                 },
             )
             .map_err(sock_err(format!("worker {i} general socket on {any}")))?;
-            let (tx, rx) = sync_channel(config.queue);
-            queues.push(tx);
-            let worker = Worker::new(
-                i,
-                worker_cfg.clone(),
-                event,
-                general,
-                time.clone(),
-                stats.clone(),
-            );
-            let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("ptp-send-{i}"))
-                    .spawn(move || worker.run(&rx, &stop))
-                    .map_err(sock_err(format!("worker {i} thread")))?,
-            );
+            worker_sockets.push((event, general));
         }
 
-        let rx = Arc::new(RxShared {
-            workers: queues,
-            stats: stats.clone(),
-            limits: config.limits(),
-            draining: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-            clock_identity: identity,
-            domain: config.domain,
-            client_event_port: config.client_event_port,
-            max_streams: config.max_streams,
-        });
-
         // Receive sockets: SO_REUSEPORT groups on the event and general ports.
-        let mut bind_group = |port: u16,
-                              timestamping: Option<TimestampMode>,
-                              event: bool|
-         -> Result<SocketAddr, StartError> {
+        let bind_group = |port: u16,
+                          timestamping: Option<TimestampMode>|
+         -> Result<(SocketAddr, Vec<PtpSocket>), StartError> {
             let mut addr = SocketAddr::new(config.ip, port);
-            for i in 0..config.recv_workers {
+            let mut group = Vec::with_capacity(config.recv_workers);
+            for _ in 0..config.recv_workers {
                 let opts = SocketOptions {
                     reuse_port: true,
                     timestamping: timestamping.clone(),
@@ -186,64 +155,120 @@ impl Server {
                 addr = sock
                     .local_addr()
                     .map_err(sock_err(format!("address of {addr}")))?;
-                let shared = rx.clone();
-                let name = format!("ptp-recv-{}-{i}", if event { "event" } else { "general" });
-                threads.push(
-                    std::thread::Builder::new()
-                        .name(name)
-                        .spawn(move || {
-                            if event {
-                                run_event(&sock, &shared);
-                            } else {
-                                run_general(&sock, &shared);
-                            }
-                        })
-                        .map_err(sock_err(format!("receive thread on {addr}")))?,
-                );
+                group.push(sock);
             }
-            Ok(addr)
+            Ok((addr, group))
         };
-        let event_addr = bind_group(config.event_port, Some(ts_mode.clone()), true)?;
-        let general_addr = bind_group(config.general_port, None, false)?;
+        let (event_addr, event_group) = bind_group(config.event_port, Some(ts_mode.clone()))?;
+        let (general_addr, general_group) = bind_group(config.general_port, None)?;
 
         // Monitoring.
-        let monitor_addr = match config.monitoring.as_deref().filter(|s| !s.is_empty()) {
+        let monitor = match config.monitoring.as_deref().filter(|s| !s.is_empty()) {
             Some(m) => {
                 let l =
                     TcpListener::bind(m).map_err(sock_err(format!("monitoring listener {m}")))?;
                 let a = l
                     .local_addr()
                     .map_err(sock_err(format!("monitoring listener {m}")))?;
-                threads.push(
-                    crate::monitor::spawn(l, stats.clone(), stop.clone())
-                        .map_err(sock_err("monitor thread".into()))?,
-                );
-                Some(a)
+                Some((l, a))
             }
             None => None,
         };
+
+        let worker_cfg = WorkerConfig {
+            clock_identity: identity,
+            domain: config.domain,
+            priority: (config.priority1, config.priority2),
+            txts_timeout: config.txts_timeout(),
+            txts_attempts: config.txts_attempts,
+            draining: draining.clone(),
+        };
+        let mut queues: Vec<SyncSender<Command>> = Vec::new();
+        let mut workers = Vec::new();
+        for (i, (event, general)) in worker_sockets.into_iter().enumerate() {
+            let (tx, rx) = sync_channel(config.queue);
+            queues.push(tx);
+            let worker = Worker::new(
+                i,
+                worker_cfg.clone(),
+                event,
+                general,
+                time.clone(),
+                stats.clone(),
+            );
+            workers.push((worker, rx));
+        }
+        let rx = Arc::new(RxShared {
+            workers: queues,
+            stats: stats.clone(),
+            limits: config.limits(),
+            draining,
+            stop: AtomicBool::new(false),
+            clock_identity: identity,
+            domain: config.domain,
+            client_event_port: config.client_event_port,
+            max_streams: config.max_streams,
+        });
+
+        // From here on the server exists: if a thread cannot be spawned,
+        // dropping it stops and joins the threads already running.
+        let mut server = Self {
+            rx: rx.clone(),
+            stop: stop.clone(),
+            threads: Vec::new(),
+            event_addr,
+            general_addr,
+            monitor_addr: monitor.as_ref().map(|(_, a)| *a),
+            clock_identity: identity,
+        };
+        for (i, (worker, commands)) in workers.into_iter().enumerate() {
+            let stop = stop.clone();
+            server.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("ptp-send-{i}"))
+                    .spawn(move || worker.run(&commands, &stop))
+                    .map_err(sock_err(format!("worker {i} thread")))?,
+            );
+        }
+        let receivers = event_group
+            .into_iter()
+            .map(|s| (s, true))
+            .chain(general_group.into_iter().map(|s| (s, false)));
+        for (i, (sock, event)) in receivers.enumerate() {
+            let shared = rx.clone();
+            let name = format!("ptp-recv-{}-{i}", if event { "event" } else { "general" });
+            server.threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || {
+                        if event {
+                            run_event(&sock, &shared);
+                        } else {
+                            run_general(&sock, &shared);
+                        }
+                    })
+                    .map_err(sock_err("receive thread".into()))?,
+            );
+        }
+        if let Some((l, _)) = monitor {
+            server.threads.push(
+                crate::monitor::spawn(l, stats.clone(), stop.clone())
+                    .map_err(sock_err("monitor thread".into()))?,
+            );
+        }
 
         // Control loop: drain files, served-quality gauges.
         {
             let (rx, stop, time, stats) = (rx.clone(), stop.clone(), time.clone(), stats.clone());
             let (drain_file, undrain_file) =
                 (config.drain_file.clone(), config.undrain_file.clone());
-            threads.push(
+            server.threads.push(
                 std::thread::Builder::new()
                     .name("ptp-control".into())
                     .spawn(move || {
                         let mut file_drained = false;
                         while !stop.load(Ordering::Relaxed) {
-                            let s = time.served();
-                            stats
-                                .clock_class
-                                .store(u64::from(s.clock_class), Ordering::Relaxed);
-                            stats
-                                .clock_accuracy
-                                .store(u64::from(s.clock_accuracy), Ordering::Relaxed);
-                            stats
-                                .utc_offset_s
-                                .store(i64::from(s.utc_offset_s), Ordering::Relaxed);
+                            stats.record_served(time.served());
                             let want = drain_file.as_deref().is_some_and(Path::exists)
                                 && !undrain_file.as_deref().is_some_and(Path::exists);
                             if want != file_drained {
@@ -257,15 +282,7 @@ impl Server {
             );
         }
         info!(%event_addr, %general_addr, identity = %identity, "ptp-server serving");
-        Ok(Self {
-            rx,
-            stop,
-            threads,
-            event_addr,
-            general_addr,
-            monitor_addr,
-            clock_identity: identity,
-        })
+        Ok(server)
     }
 
     /// Statistics.

@@ -50,16 +50,17 @@ fn unpack(v: u64) -> Served {
     }
 }
 
-/// Supervisor state and recent events, for status displays.
+/// Supervisor state, for status displays.
 #[derive(Clone, Debug, Default)]
 pub struct CardReport {
     /// The supervisor's state.
     pub supervisor: SupervisorState,
-    /// Events of the last round.
-    pub events: Vec<Event>,
     /// Last card error, if the card could not be read.
     pub error: Option<String>,
 }
+
+/// Supervisor events kept for [`CardSource::take_events`] when nobody collects them.
+const MAX_PENDING_EVENTS: usize = 256;
 
 /// The card, sampled for the server.
 pub struct CardSource {
@@ -67,6 +68,7 @@ pub struct CardSource {
     served: AtomicU64,
     host: Arc<dyn HostClock>,
     report: Mutex<CardReport>,
+    events: Mutex<Vec<Event>>,
     stop: AtomicBool,
 }
 
@@ -133,6 +135,7 @@ impl CardSource {
             served: AtomicU64::new(pack(Served::default())),
             host: card.host().clone(),
             report: Mutex::new(CardReport::default()),
+            events: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
         });
         let s = source.clone();
@@ -146,13 +149,25 @@ impl CardSource {
         }
     }
 
-    /// Supervisor state and last events.
+    /// Supervisor state and the last card error.
     #[must_use]
     pub fn report(&self) -> CardReport {
         self.report
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Supervisor events since the last call (oldest first; beyond a bound the
+    /// oldest are dropped if nobody collects them).
+    #[must_use]
+    pub fn take_events(&self) -> Vec<Event> {
+        std::mem::take(
+            &mut *self
+                .events
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     fn run(&self, card: &TimeCard, mut supervisor: Option<Supervisor>, quality: QualityConfig) {
@@ -169,7 +184,16 @@ impl CardSource {
                 }
             }
             if tick.is_multiple_of(SAMPLES_PER_S) {
-                let (sample, report) = self.observe(card, supervisor.as_mut());
+                let (sample, report, events) = self.observe(card, supervisor.as_mut());
+                if !events.is_empty() {
+                    let mut q = self
+                        .events
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    q.extend(events);
+                    let excess = q.len().saturating_sub(MAX_PENDING_EVENTS);
+                    q.drain(..excess);
+                }
                 let served = estimator.push(sample);
                 self.served.store(pack(served), Ordering::Relaxed);
                 *self
@@ -186,13 +210,14 @@ impl CardSource {
         &self,
         card: &TimeCard,
         supervisor: Option<&mut Supervisor>,
-    ) -> (CardSample, CardReport) {
+    ) -> (CardSample, CardReport, Vec<Event>) {
         let mut report = CardReport::default();
+        let mut events = Vec::new();
         let mut distrusted = false;
         let mut gnss_lost = false;
         if let Some(sup) = supervisor {
             match sup.tick(card) {
-                Ok(events) => report.events = events,
+                Ok(e) => events = e,
                 Err(e) => report.error = Some(e.to_string()),
             }
             report.supervisor = sup.state().clone();
@@ -228,7 +253,7 @@ impl CardSource {
                 }
             }
         };
-        (sample, report)
+        (sample, report, events)
     }
 }
 

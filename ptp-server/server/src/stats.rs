@@ -103,6 +103,11 @@ pub struct Stats {
     pub utc_offset_s: AtomicI64,
     /// 1 while draining.
     pub draining: AtomicU64,
+    /// Streams held over all workers, counting grants still queued to a
+    /// worker: the number `max_streams` bounds. Receivers take a slot per
+    /// grant; workers give it back when a grant only renewed a stream and
+    /// when a stream ends.
+    pub streams: AtomicU64,
 }
 
 impl Stats {
@@ -113,6 +118,16 @@ impl Stats {
             worker_subscriptions: (0..workers).map(|_| PerType::default()).collect(),
             ..Self::default()
         }
+    }
+
+    /// Records the quality being announced.
+    pub fn record_served(&self, s: crate::quality::Served) {
+        self.clock_class
+            .store(u64::from(s.clock_class), Ordering::Relaxed);
+        self.clock_accuracy
+            .store(u64::from(s.clock_accuracy), Ordering::Relaxed);
+        self.utc_offset_s
+            .store(i64::from(s.utc_offset_s), Ordering::Relaxed);
     }
 
     /// Live subscriptions of type `t` over all workers.
@@ -155,6 +170,7 @@ impl Stats {
             r(&self.unsubscribed_delay_req),
         ));
         v.push(("queue.drops".into(), r(&self.queue_drops)));
+        v.push(("subscriptions.total".into(), r(&self.streams)));
         v.push(("subscriptions.over_capacity".into(), r(&self.over_capacity)));
         v.push(("txts.missing".into(), r(&self.txts_missing)));
         v.push(("tx.no_card_time".into(), r(&self.no_card_time)));

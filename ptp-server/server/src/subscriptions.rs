@@ -19,6 +19,10 @@ use std::net::SocketAddr;
 
 use ptp_proto::{MessageType, PortIdentity, RequestUnicastTransmission};
 
+/// A grant ends this long after its duration (linuxptp's grantor allows up to
+/// 1 s), so a renewal that arrives just late does not interrupt the stream.
+pub const EXPIRY_GRACE_NS: i64 = 1_000_000_000;
+
 /// Negotiation limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -70,6 +74,8 @@ pub enum DenyReason {
     IntervalOutOfRange,
     /// A zero duration asks for nothing.
     ZeroDuration,
+    /// The server holds `max_streams` streams already.
+    OverCapacity,
 }
 
 /// Decides one request.
@@ -200,6 +206,7 @@ impl Table {
     /// Adds or renews a granted stream at `now_ns`. A new Sync or Announce
     /// stream is due at once; a renewal keeps its schedule and sequence ids but
     /// takes the new interval, expiry and (ptp4u-style) general address.
+    /// Returns true if the stream is new, false for a renewal.
     pub fn grant(
         &mut self,
         key: Key,
@@ -208,7 +215,7 @@ impl Table {
         duration_s: u32,
         event_addr: SocketAddr,
         general_addr: SocketAddr,
-    ) {
+    ) -> bool {
         let expires_ns = now_ns + i64::from(duration_s) * 1_000_000_000;
         match self.subs.get_mut(&key) {
             Some(s) => {
@@ -216,11 +223,25 @@ impl Table {
                 s.expires_ns = expires_ns;
                 s.general_addr = general_addr;
                 s.event_addr = event_addr;
+                let deadline = expires_ns + EXPIRY_GRACE_NS;
+                if key.1 == MessageType::DelayResp && deadline < s.next_ns {
+                    // A shorter renewal: check expiry at the new, earlier time.
+                    s.next_ns = deadline;
+                    self.due.push(Reverse((deadline, key)));
+                }
+                false
             }
             None => {
                 if let Some(i) = count_slot(key.1) {
                     self.counts[i] += 1;
                 }
+                // Delay_Resp streams are answered per request; only their
+                // expiry is timed.
+                let next_ns = if key.1 == MessageType::DelayResp {
+                    expires_ns + EXPIRY_GRACE_NS
+                } else {
+                    now_ns
+                };
                 self.subs.insert(
                     key,
                     Subscription {
@@ -228,16 +249,12 @@ impl Table {
                         general_addr,
                         log_interval,
                         expires_ns,
-                        next_ns: now_ns,
+                        next_ns,
                         sequence_id: 0,
                     },
                 );
-                if key.1 != MessageType::DelayResp {
-                    self.due.push(Reverse((now_ns, key)));
-                } else {
-                    // Delay_Resp streams are answered per request; only expiry is timed.
-                    self.due.push(Reverse((expires_ns, key)));
-                }
+                self.due.push(Reverse((next_ns, key)));
+                true
             }
         }
     }
@@ -276,15 +293,20 @@ impl Table {
             let Some(sub) = self.subs.get_mut(&key) else {
                 continue; // cancelled
             };
-            if sub.next_ns != t && key.1 != MessageType::DelayResp {
-                continue; // superseded entry
+            // `next_ns` is the time of the stream's one live heap entry;
+            // anything else is left over from a cancelled or replaced stream
+            // of the same key (without this check a client that cancels and
+            // re-requests could grow the heap without bound).
+            if sub.next_ns != t {
+                continue;
             }
-            if now_ns >= sub.expires_ns {
+            if now_ns >= sub.expires_ns + EXPIRY_GRACE_NS {
                 return Some(Action::Expired(key));
             }
             if key.1 == MessageType::DelayResp {
-                // Re-arm the expiry check at the (possibly renewed) expiry.
-                let e = sub.expires_ns;
+                // Re-arm the expiry check at the (renewed) expiry.
+                let e = sub.expires_ns + EXPIRY_GRACE_NS;
+                sub.next_ns = e;
                 self.due.push(Reverse((e, key)));
                 continue;
             }
@@ -373,7 +395,7 @@ mod tests {
         let mut sends = Vec::new();
         let mut now = 0;
         let mut expired = None;
-        while now <= 3 * S {
+        while now <= 4 * S {
             while let Some(act) = t.next_action(now) {
                 match act {
                     Action::Send(key) => sends.push((now, key)),
@@ -385,9 +407,9 @@ mod tests {
             }
             now += S / 10;
         }
-        assert_eq!(sends.len(), 4, "2 s at 2/s: {sends:?}");
+        assert_eq!(sends.len(), 6, "2 s at 2/s, plus the 1 s grace: {sends:?}");
         assert_eq!(sends[1].0, S / 2);
-        assert_eq!(expired, Some((2 * S, k)));
+        assert_eq!(expired, Some((2 * S + EXPIRY_GRACE_NS, k)));
         assert_eq!(t.count(MessageType::Sync), 1);
         assert!(t.cancel(&k));
         assert!(t.is_empty());
@@ -414,8 +436,40 @@ mod tests {
         let d = (port(3), MessageType::DelayResp);
         t.grant(d, 0, 0, 1, a, g);
         assert_eq!(t.next_action(S / 2), None, "Delay_Resp streams do not tick");
-        assert_eq!(t.next_action(S), Some(Action::Expired(d)));
+        assert_eq!(t.next_action(S), None, "grace after the grant");
+        assert_eq!(t.next_action(S + EXPIRY_GRACE_NS), Some(Action::Expired(d)));
         assert!(t.cancel(&d));
+    }
+
+    #[test]
+    fn cancel_and_request_again_does_not_grow_the_heap() {
+        let mut t = Table::new();
+        let a: SocketAddr = "127.0.0.1:319".parse().unwrap();
+        let d = (port(5), MessageType::DelayResp);
+        for i in 0..1000 {
+            assert!(t.grant(d, i, 0, 3600, a, a));
+            assert!(t.cancel(&d));
+        }
+        assert!(t.grant(d, 1000, 0, 3600, a, a));
+        // Stale entries are skipped when they come due, not re-armed.
+        assert_eq!(t.next_action(3600 * S + EXPIRY_GRACE_NS + 999), None);
+        assert!(t.due.len() <= 1, "{} heap entries", t.due.len());
+        assert_eq!(
+            t.next_action(3600 * S + EXPIRY_GRACE_NS + 1000),
+            Some(Action::Expired(d))
+        );
+        // Renewals re-arm once; a shorter renewal expires on time.
+        assert!(t.cancel(&d));
+        assert!(t.grant(d, 0, 0, 100, a, a));
+        for i in 1..50 {
+            assert!(!t.grant(d, i, 0, 100, a, a));
+        }
+        assert!(!t.grant(d, 50, 0, 1, a, a));
+        assert_eq!(
+            t.next_action(50 + S + EXPIRY_GRACE_NS),
+            Some(Action::Expired(d))
+        );
+        assert!(t.due.len() <= 2);
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct WorkerConfig {
     pub txts_timeout: Duration,
     /// How many polls before giving up.
     pub txts_attempts: u32,
+    /// Set while the server drains (shared with the receivers). A grant that
+    /// reaches the worker after the drain's CancelAll is cancelled at once.
+    pub draining: Arc<AtomicBool>,
 }
 
 /// Packet templates, patched per send.
@@ -211,10 +214,12 @@ impl Worker {
                 match action {
                     Action::Send(key) => self.send(key),
                     Action::Expired(key) => {
+                        // Expiry is silent, as linuxptp's grantor does: a client that
+                        // renews late (ptp4l 3.1 does while waiting for other grants)
+                        // simply asks again; CANCEL is kept for drain and shutdown.
                         debug!(worker = self.index, client = %key.0, "subscription expired");
-                        if let Some(addr) = self.table.get(&key).map(|s| s.general_addr) {
-                            self.table.cancel(&key);
-                            self.send_cancel(key, addr);
+                        if self.table.cancel(&key) {
+                            self.release_streams(1);
                         }
                     }
                 }
@@ -236,12 +241,29 @@ impl Worker {
                 event_addr,
                 general_addr,
             } => {
+                if self.config.draining.load(Ordering::Acquire) {
+                    // Granted just before the drain began: the client was told
+                    // yes, so tell it the stream is over.
+                    self.release_streams(1);
+                    if self.table.cancel(&key) {
+                        self.release_streams(1);
+                    }
+                    self.send_cancel(key, general_addr);
+                    return;
+                }
                 let now = self.now();
-                self.table
-                    .grant(key, now, log_interval, duration_s, event_addr, general_addr);
+                let new =
+                    self.table
+                        .grant(key, now, log_interval, duration_s, event_addr, general_addr);
+                if !new {
+                    // A renewal holds no new slot.
+                    self.release_streams(1);
+                }
             }
             Command::Cancel(key) => {
-                self.table.cancel(&key);
+                if self.table.cancel(&key) {
+                    self.release_streams(1);
+                }
             }
             Command::DelayReq {
                 header,
@@ -249,11 +271,19 @@ impl Worker {
                 from,
             } => self.delay_req(&header, rx_host_ns, from),
             Command::CancelAll => {
-                for (key, sub) in self.table.cancel_all() {
+                let all = self.table.cancel_all();
+                self.release_streams(all.len());
+                for (key, sub) in all {
                     self.send_cancel(key, sub.general_addr);
                 }
             }
         }
+    }
+
+    /// Gives back slots of the server-wide stream limit (see
+    /// [`Stats::streams`]).
+    fn release_streams(&self, n: usize) {
+        self.stats.streams.fetch_sub(n as u64, Ordering::AcqRel);
     }
 
     fn send(&mut self, key: Key) {
