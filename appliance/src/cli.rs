@@ -571,6 +571,14 @@ pub struct UpArgs {
     /// The PTP server `up` runs on the card.
     #[command(flatten)]
     pub ptp: PtpArgs,
+
+    /// Do not start fbclockd (TrueTime from the PTP server)
+    #[arg(long)]
+    pub no_fbclock: bool,
+
+    /// Where fbclockd publishes TrueTime for `fbclock` clients
+    #[arg(long, value_name = "PATH", default_value = fbclock::DEFAULT_PATH)]
+    pub fbclock_shm: PathBuf,
 }
 
 /// Flags of the PTP server inside `timecard up`.

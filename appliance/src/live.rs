@@ -118,6 +118,30 @@ pub struct Sample {
     /// The PTP server, when one runs on the card.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ptp: Option<PtpSample>,
+    /// TrueTime from fbclockd, when it runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truetime: Option<TrueTimeSample>,
+}
+
+/// Components beside the card that the live view reports on.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Extras<'a> {
+    /// The PTP server's statistics.
+    pub ptp: Option<&'a Stats>,
+    /// TrueTime as fbclockd publishes it.
+    pub truetime: Option<&'a fbclock::FbClock>,
+}
+
+/// TrueTime as an application on this host sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrueTimeSample {
+    /// Window of uncertainty (latest − earliest), ns, when available.
+    pub wou_ns: Option<i64>,
+    /// Why there is no TrueTime, if there is none.
+    pub error: Option<String>,
+    /// Simulator ground truth: whether the interval contains true time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contains_truth: Option<bool>,
 }
 
 /// What the PTP server is doing.
@@ -198,10 +222,22 @@ fn sample(
     card: &TimeCard,
     state: &SupervisorState,
     truth: Option<&Sim>,
-    ptp: Option<&Stats>,
+    extras: Extras<'_>,
     events: Vec<Event>,
     elapsed: Duration,
 ) -> Result<Sample> {
+    let truetime = extras.truetime.map(|c| match c.now() {
+        Ok(tt) => TrueTimeSample {
+            wou_ns: Some(tt.wou_ns()),
+            error: None,
+            contains_truth: truth.map(|s| tt.contains(s.truth_tai_ns())),
+        },
+        Err(e) => TrueTimeSample {
+            wou_ns: None,
+            error: Some(e.to_string()),
+            contains_truth: None,
+        },
+    });
     let status = card.status().context("reading the card's status")?;
     let (utc_tai_offset, utc_tai_offset_valid) = if status.utc.utc_valid {
         (i32::from(status.utc.offset_s), true)
@@ -256,7 +292,8 @@ fn sample(
         servo_drift: status.servo_drift,
         events,
         sim_truth_card_error_ns: truth.map(|s| s.snapshot().card_error_ns),
-        ptp: ptp.map(PtpSample::from_stats),
+        ptp: extras.ptp.map(PtpSample::from_stats),
+        truetime,
     })
 }
 
@@ -300,6 +337,15 @@ pub fn line(s: &Sample) -> String {
             "  ptp class {} acc {:#04x} clients {}",
             p.clock_class, p.clock_accuracy, p.sync_clients
         ));
+    }
+    if let Some(t) = &s.truetime {
+        match t.wou_ns {
+            Some(w) => out.push_str(&format!(
+                "  truetime wou {}",
+                render::signed_ns(w).trim_start_matches('+')
+            )),
+            None => out.push_str("  truetime -"),
+        }
     }
     if let Some(err) = s.sim_truth_card_error_ns {
         out.push_str(&format!(
@@ -347,6 +393,21 @@ fn block(s: &Sample, recent: &VecDeque<(String, String)>) -> Vec<String> {
             p.clock_class, p.clock_accuracy, p.sync_clients, p.announce_clients, p.syncs_sent, p.delay_resps_sent
         ));
     }
+    if let Some(t) = &s.truetime {
+        lines.push(match (t.wou_ns, &t.error) {
+            (Some(w), _) => format!(
+                "truetime     window of uncertainty {}{}",
+                render::signed_ns(w).trim_start_matches('+'),
+                match t.contains_truth {
+                    Some(true) => " (contains true time)",
+                    Some(false) => " (DOES NOT CONTAIN TRUE TIME)",
+                    None => "",
+                }
+            ),
+            (None, Some(e)) => format!("truetime     {e}"),
+            (None, None) => "truetime     -".to_owned(),
+        });
+    }
     if let Some(err) = s.sim_truth_card_error_ns {
         lines.push(format!(
             "sim truth    card error {}  (simulator only: not visible on real hardware)",
@@ -373,7 +434,7 @@ pub fn run(
     card: &TimeCard,
     mut supervision: Supervision,
     truth: Option<&Sim>,
-    ptp: Option<&Stats>,
+    extras: Extras<'_>,
     args: &LiveArgs,
     limits: Limits,
     terminal: bool,
@@ -393,7 +454,7 @@ pub fn run(
             last_round = Some(now);
         }
         let (events, state) = supervision.round(card, due)?;
-        let s = sample(card, &state, truth, ptp, events, now - start)?;
+        let s = sample(card, &state, truth, extras, events, now - start)?;
         if args.json {
             serde_json::to_writer(&mut *out, &s)?;
             writeln!(out)?;

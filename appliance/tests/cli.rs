@@ -227,7 +227,10 @@ fn a_simulator_process_serves_status_faults_and_cleans_up() {
 #[test]
 fn up_goes_from_unsynced_to_in_sync() {
     // Real time, as a newcomer runs it: GNSS fix after 2 s, the first PPS
-    // steps the phase, four good PPS later the card reports IN_SYNC.
+    // steps the phase, four good PPS later the card reports IN_SYNC; the PTP
+    // server then announces class 6 and fbclockd publishes TrueTime.
+    let dir = Scratch::new("up");
+    let shm = dir.path("fbclock").display().to_string();
     let o = run(&[
         "up",
         "--duration",
@@ -238,6 +241,8 @@ fn up_goes_from_unsynced_to_in_sync() {
         "off",
         "--ptp-quality-window",
         "3",
+        "--fbclock-shm",
+        &shm,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
@@ -269,5 +274,17 @@ fn up_goes_from_unsynced_to_in_sync() {
     assert!(
         samples[samples.len() - 1].contains("ptp class 6 acc 0x21"),
         "announces class 6 once locked:\n{text}"
+    );
+    assert!(
+        samples[samples.len() - 1].contains("truetime wou"),
+        "fbclockd publishes TrueTime:\n{text}"
+    );
+    assert!(
+        text.contains("fbclockd") && text.contains("TrueTime from SPTP"),
+        "{text}"
+    );
+    assert!(
+        !std::path::Path::new(&shm).exists(),
+        "shared memory removed on exit"
     );
 }

@@ -88,6 +88,61 @@ impl Component for Ptp {
     }
 }
 
+/// fbclockd on this host, syncing to the local PTP server.
+struct TrueTimeDaemon {
+    /// The daemon (stopped on drop).
+    handle: Option<fbclockd::DaemonHandle>,
+    /// Where it publishes.
+    path: std::path::PathBuf,
+    /// The server it syncs to.
+    server: std::net::SocketAddr,
+}
+
+impl Component for TrueTimeDaemon {
+    fn name(&self) -> &'static str {
+        "fbclockd"
+    }
+
+    fn summary(&self) -> String {
+        format!(
+            "TrueTime from SPTP to {}; published in {} (read it with the fbclock library)",
+            self.server,
+            self.path.display()
+        )
+    }
+}
+
+impl Drop for TrueTimeDaemon {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.stop();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Starts fbclockd against the PTP server's event address.
+fn start_fbclock(
+    server: std::net::SocketAddr,
+    path: &std::path::Path,
+) -> Result<(TrueTimeDaemon, fbclock::FbClock)> {
+    let clock: Arc<dyn fbclockd::LocalClock> = Arc::new(fbclockd::SystemClock);
+    let publisher = fbclock::Publisher::create(path, clock.clock_id())
+        .with_context(|| format!("creating the fbclock shared memory {}", path.display()))?;
+    let mut config = fbclockd::Config::new(fbclockd::Mode::Sptp, server);
+    config.interval = std::time::Duration::from_millis(250);
+    let handle = fbclockd::Daemon::spawn(config, clock, publisher).context("starting fbclockd")?;
+    let client = handle.client();
+    Ok((
+        TrueTimeDaemon {
+            handle: Some(handle),
+            path: path.to_path_buf(),
+            server,
+        },
+        client,
+    ))
+}
+
 /// Ports used when 319/320 cannot be bound.
 const FALLBACK_EVENT_PORT: u16 = 3319;
 
@@ -211,11 +266,18 @@ fn serve(
         .context("initialising the card")?;
     let mut shared = None;
     let mut stats = None;
+    let mut truetime = None;
     if !args.ptp.no_ptp {
         let ptp = start_ptp(card.card.clone(), args)?;
         shared = Some(ptp.source.source());
         stats = Some(ptp.server.stats());
+        let event = ptp.server.event_addr();
         components.push(Box::new(ptp));
+        if !args.no_fbclock {
+            let (daemon, client) = start_fbclock(event, &args.fbclock_shm)?;
+            truetime = Some(client);
+            components.push(Box::new(daemon));
+        }
     }
     let stop = match args.duration {
         Some(d) => format!("stops after {}, or press Ctrl-C", format_duration(d)),
@@ -249,7 +311,10 @@ fn serve(
         &card.card,
         supervision,
         card.truth.as_ref(),
-        stats.as_deref(),
+        live::Extras {
+            ptp: stats.as_deref(),
+            truetime: truetime.as_ref(),
+        },
         &args.live,
         Limits {
             count: None,

@@ -33,7 +33,7 @@ pub fn run(spec: &DeviceSpec, args: &WatchArgs, terminal: bool, out: &mut dyn Wr
         card,
         live::Supervision::own(card),
         opened.truth.as_ref(),
-        None,
+        live::Extras::default(),
         &args.live,
         Limits {
             count: args.count,
