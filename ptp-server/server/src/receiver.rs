@@ -108,8 +108,14 @@ fn account(rx: &Received, last: &mut u32, stats: &Stats) -> bool {
     true
 }
 
-/// Receive loop of an event-port (319) socket.
-pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
+/// The receive loop shared by both ports: receive, account, parse, count,
+/// and hand messages of type `wanted` in our domain to `handle`.
+fn receive_loop(
+    socket: &PtpSocket,
+    shared: &RxShared,
+    wanted: MessageType,
+    mut handle: impl FnMut(&Message<'_>, &crate::net::Received),
+) {
     let mut buf = [0u8; 1500];
     let mut drops = 0;
     while !shared.stop.load(Ordering::Relaxed) {
@@ -124,15 +130,21 @@ pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
             continue;
         };
         shared.stats.rx.inc(msg.message_type());
-        if msg.message_type() != MessageType::DelayReq
-            || msg.header.domain_number != shared.domain
-            || shared.draining.load(Ordering::Relaxed)
-        {
-            continue;
+        if msg.message_type() == wanted && msg.header.domain_number == shared.domain {
+            handle(&msg, &rx);
+        }
+    }
+}
+
+/// Receive loop of an event-port (319) socket.
+pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
+    receive_loop(socket, shared, MessageType::DelayReq, |msg, rx| {
+        if shared.draining.load(Ordering::Relaxed) {
+            return;
         }
         let Some(rx_host_ns) = rx.timestamp_ns else {
             shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            continue;
+            return;
         };
         let client = msg.header.source_port_identity;
         shared.dispatch(
@@ -143,38 +155,21 @@ pub fn run_event(socket: &PtpSocket, shared: &RxShared) {
                 from: rx.from,
             },
         );
-    }
+    });
 }
 
 /// Receive loop of a general-port (320) socket.
 pub fn run_general(socket: &PtpSocket, shared: &RxShared) {
-    let mut buf = [0u8; 1500];
     let mut out = [0u8; 1500];
-    let mut drops = 0;
-    while !shared.stop.load(Ordering::Relaxed) {
-        let Ok(rx) = socket.recv(&mut buf) else {
-            continue;
-        };
-        if !account(&rx, &mut drops, &shared.stats) {
-            continue;
-        }
-        let Ok(msg) = Message::parse(&buf[..rx.len]) else {
-            shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            continue;
-        };
-        shared.stats.rx.inc(msg.message_type());
-        if msg.message_type() != MessageType::Signaling || msg.header.domain_number != shared.domain
-        {
-            continue;
-        }
-        if let Some(n) = negotiate(&msg, rx.from, shared, &mut out) {
+    receive_loop(socket, shared, MessageType::Signaling, |msg, rx| {
+        if let Some(n) = negotiate(msg, rx.from, shared, &mut out) {
             if socket.send_to(&out[..n], rx.from).is_ok() {
                 shared.stats.tx.inc(MessageType::Signaling);
             } else {
                 shared.stats.send_errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-    }
+    });
 }
 
 /// Handles one Signaling message; writes the reply (grants and cancel
