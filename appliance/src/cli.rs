@@ -178,6 +178,46 @@ pub enum Command {
             Exits with 69 (EX_UNAVAILABLE) when the device is missing or stops responding."
     )]
     Up(UpArgs),
+
+    /// Check TrueTime against ground truth: N simulated hosts, faults, commit-wait
+    #[command(
+        long_about = "Run the TrueTime linearizability harness: N simulated hosts, each with its own \
+            drifting clock and its own fbclockd estimator, sync to a grandmaster on a simulated Time \
+            Card over a simulated network; applications read TrueTime and run commit-wait \
+            transactions. Every interval is checked against the simulator's true time (TAI and UTC) \
+            and the commit order against real-time order, under faults: GNSS loss (card holdover, \
+            class 7), grandmaster restart, packet loss and delay spikes, asymmetric paths, client \
+            frequency steps, a leap second. Deterministic for a seed; no sockets, no sleeping.",
+        after_help = "Examples:\n  timecard linearizability\n  timecard linearizability --scenario gnss-loss-10min --hosts 8\n  \
+            timecard linearizability --json | jq '.violations'\n\n\
+            Exits with 1 if any interval missed true time or any commit order was violated in a \
+            scenario inside the documented assumptions (freq-step+60ppm exceeds them on purpose)."
+    )]
+    Linearizability(LinearizabilityArgs),
+}
+
+/// Flags of `timecard linearizability`.
+#[derive(Debug, Args)]
+pub struct LinearizabilityArgs {
+    /// Scenario to run (repeatable) [default: all]
+    #[arg(long = "scenario", value_name = "NAME")]
+    pub scenarios: Vec<String>,
+
+    /// Simulated hosts
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub hosts: u64,
+
+    /// Simulated seconds per scenario
+    #[arg(long, default_value_t = 900, value_parser = clap::value_parser!(i64).range(60..=86_400))]
+    pub seconds: i64,
+
+    /// Random seed
+    #[arg(long, default_value_t = 0x5eed)]
+    pub seed: u64,
+
+    /// One JSON object per scenario instead of a table
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Flags of `timecard list`.

@@ -288,3 +288,24 @@ fn up_goes_from_unsynced_to_in_sync() {
         "shared memory removed on exit"
     );
 }
+
+#[test]
+fn linearizability_runs_a_scenario_and_rejects_unknown_ones() {
+    let o = run(&[
+        "linearizability",
+        "--scenario",
+        "baseline",
+        "--hosts",
+        "2",
+        "--seconds",
+        "60",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["violations"], 0, "{v}");
+    assert!(v["checks"].as_u64().unwrap() > 1000, "{v}");
+    let o = run(&["linearizability", "--scenario", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("baseline"), "{}", stderr(&o));
+}

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and the dispatch from the parsed command line.
 
+pub mod linearizability;
 pub mod list;
 pub mod sim;
 pub mod status;
@@ -42,6 +43,14 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             sim::run(args, out)
         }
         Command::Up(args) => up::run(device.as_ref(), &args, terminal, out),
+        Command::Linearizability(args) => {
+            refuse_device(
+                device.as_ref(),
+                "linearizability",
+                "it simulates its own card",
+            )?;
+            linearizability::run(&args, out)
+        }
     }
 }
 

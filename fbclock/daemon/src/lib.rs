@@ -19,6 +19,9 @@
 //! - [`daemon`] — threads: [`Daemon::spawn`] runs the exchange loop and a
 //!   100 Hz publisher; the [`DaemonHandle`] reports [`status::DaemonStatus`]
 //!   and stops gracefully.
+//! - [`harness`] — a deterministic simulation of a grandmaster on a
+//!   simulated Time Card and many hosts, checking that every published
+//!   interval contains true time (linearizability, commit wait).
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -37,6 +40,7 @@ pub mod clock;
 pub mod daemon;
 pub mod estimator;
 pub mod grpc;
+pub mod harness;
 pub mod status;
 
 pub use clock::{DriftHandle, DriftingClock, LocalClock, SystemClock};
