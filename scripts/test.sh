@@ -33,5 +33,7 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+echo "==> cargo build (the C ABI test links the fbclock cdylib)"
+cargo build -p fbclock --lib
 echo "==> cargo test"
 cargo test --workspace "$@"

@@ -18,7 +18,11 @@ fn c_example_reads_truetime_and_commit_waits() {
         .expect("target dir")
         .to_path_buf();
     let lib = profile_dir.join("libfbclock.so");
-    assert!(lib.exists(), "cdylib not built at {}", lib.display());
+    assert!(
+        lib.exists(),
+        "cdylib not built at {}: run `cargo build -p fbclock --lib` first (scripts/test.sh does)",
+        lib.display()
+    );
     let dir = tempfile::tempdir().unwrap();
     let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let bin = dir.path().join("example");
