@@ -127,8 +127,22 @@ fn start_fbclock(
     path: &std::path::Path,
 ) -> Result<(TrueTimeDaemon, fbclock::FbClock)> {
     let clock: Arc<dyn fbclockd::LocalClock> = Arc::new(fbclockd::SystemClock);
-    let publisher = fbclock::Publisher::create(path, clock.clock_id())
-        .with_context(|| format!("creating the fbclock shared memory {}", path.display()))?;
+    // Without root, /run is not writable: publish in the temporary directory instead.
+    let fallback = std::env::temp_dir().join("timecard-fbclock");
+    let (publisher, path) = match fbclock::Publisher::create(path, clock.clock_id()) {
+        Ok(p) => (p, path),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            tracing::warn!(error = %e, fallback = %fallback.display(), "publishing TrueTime in the temporary directory");
+            let p = fbclock::Publisher::create(&fallback, clock.clock_id()).with_context(|| {
+                format!("creating the fbclock shared memory {}", fallback.display())
+            })?;
+            (p, fallback.as_path())
+        }
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("creating the fbclock shared memory {}", path.display()));
+        }
+    };
     let mut config = fbclockd::Config::new(fbclockd::Mode::Sptp, server);
     config.interval = std::time::Duration::from_millis(250);
     let handle = fbclockd::Daemon::spawn(config, clock, publisher).context("starting fbclockd")?;
@@ -284,10 +298,15 @@ fn serve(
         None => "press Ctrl-C to stop".to_owned(),
     };
     let mut banner = format!(
-        "timecard up: {} + driver + supervisor{} running; {stop}\n",
+        "timecard up: {} + driver + supervisor{}{} running; {stop}\n",
         card.what,
         if shared.is_some() {
             " + PTP server"
+        } else {
+            ""
+        },
+        if truetime.is_some() {
+            " + fbclockd"
         } else {
             ""
         }
