@@ -41,6 +41,7 @@ pub mod daemon;
 pub mod estimator;
 pub mod grpc;
 pub mod harness;
+pub mod live;
 pub mod status;
 
 pub use clock::{DriftHandle, DriftingClock, LocalClock, SystemClock};
