@@ -87,16 +87,21 @@ unsafe impl Send for Mapping {}
 // SAFETY: as above.
 unsafe impl Sync for Mapping {}
 
+/// Wraps an OS error with the file it concerns.
+fn io_error(path: &Path) -> impl Fn(io::Error) -> ShmError + Copy + '_ {
+    move |source| ShmError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
 impl Mapping {
     /// Creates (or truncates) the file at `path` and initialises it with `core`.
     ///
     /// # Errors
     /// I/O errors with the path.
     pub fn create(path: &Path, core: &Core) -> Result<Self, ShmError> {
-        let io_err = |source| ShmError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = io_error(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -129,10 +134,7 @@ impl Mapping {
     /// # Errors
     /// I/O errors, or [`ShmError::BadFile`] when the header does not match this build.
     pub fn open(path: &Path) -> Result<Self, ShmError> {
-        let io_err = |source| ShmError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_err = io_error(path);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -188,10 +190,7 @@ impl Mapping {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(ShmError::Io {
-                path: path.to_path_buf(),
-                source: io::Error::last_os_error(),
-            });
+            return Err(io_error(path)(io::Error::last_os_error()));
         }
         Ok(Self {
             base: NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer"),
