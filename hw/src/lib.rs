@@ -16,6 +16,7 @@
 //!   (clock source, UTC status, frequency readings, firmware version).
 //! - [`sign_magnitude`]: the bit-31-sign encoding several registers use.
 //! - [`firmware`]: the `OCPC` image header, CRC-16 and the driver's checks.
+//! - [`spi`]: the SPI flash controller and the NOR command set behind it.
 //! - [`civil`]: calendar arithmetic and [`civil::UtcDateTime`].
 //! - [`nmea`]: NMEA 0183 generation and parsing for the GNSS UART.
 #![forbid(unsafe_code)]
@@ -27,3 +28,4 @@ pub mod nmea;
 pub mod pci;
 pub mod regs;
 pub mod sign_magnitude;
+pub mod spi;
