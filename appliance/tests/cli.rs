@@ -309,3 +309,53 @@ fn linearizability_runs_a_scenario_and_rejects_unknown_ones() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("baseline"), "{}", stderr(&o));
 }
+
+/// After an interrupted update the card runs its golden image and `timecard
+/// status` says to reflash; after a flash and an FPGA reset it shows the new
+/// firmware and the capabilities that version implies.
+#[test]
+fn status_reports_golden_fallback_and_the_flashed_firmware() {
+    use std::ops::ControlFlow;
+    use timecard_sim::{Fault, Sim, SimConfig};
+
+    let dir = Scratch::new("fw");
+    let bar = dir.path("card.bar");
+    let sim = Sim::create_file(&bar, &SimConfig::default()).expect("sim file");
+    let start = timecard_hw::pci::Board::Meta.layout().flash_start as usize;
+    // An update that died after erasing the header block.
+    sim.with(|_, mut flash| flash.erase_sector(start).expect("erase"));
+    sim.inject(&Fault::ResetFpga);
+    let device = format!("sim:{}", bar.display());
+    let o = run(&["status", "--device", &device]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("firmware       loader"), "{text}");
+    assert!(text.contains("image invalid, reflash"), "{text}");
+    let v = status_json(&bar);
+    assert_eq!(v["firmware_kind"], "loader");
+    assert!(
+        v["firmware_action"]
+            .as_str()
+            .is_some_and(|a| a.contains("timecard-fw flash"))
+    );
+
+    // SOM firmware 19: signal generators but no frequency counters.
+    let image = timecard_hw::firmware::pack(
+        &timecard_sim::card::make_bitstream(0x0000_0013, 8192),
+        timecard_hw::pci::Board::Meta.id(),
+        1,
+    )
+    .expect("pack");
+    let card = timecard_driver::device::open_sim(sim.clone()).expect("open");
+    card.flash()
+        .expect("flash")
+        .write_image(&image, &mut |_| ControlFlow::Continue(()))
+        .expect("write");
+    sim.inject(&Fault::ResetFpga);
+    let v = status_json(&bar);
+    assert_eq!(v["firmware"], "0.19");
+    assert_eq!(v["firmware_kind"], "fw");
+    assert_eq!(v["capabilities"]["signal"], true);
+    assert_eq!(v["capabilities"]["freq"], false);
+    assert!(v.get("firmware_action").is_none(), "{v}");
+}

@@ -295,6 +295,12 @@ impl TimeCard {
         self.board
     }
 
+    /// The board's BAR0 layout.
+    #[must_use]
+    pub fn layout(&self) -> &'static Layout {
+        self.layout
+    }
+
     /// The host clock used for brackets and continuity.
     #[must_use]
     pub fn host(&self) -> &Arc<dyn HostClock> {
@@ -314,7 +320,7 @@ impl TimeCard {
         }
     }
 
-    fn rd(&self, addr: u32) -> Result<u32> {
+    pub(crate) fn rd(&self, addr: u32) -> Result<u32> {
         let v = self.bar.read32(addr)?;
         if v == u32::MAX {
             self.check_alive()?;
@@ -322,7 +328,7 @@ impl TimeCard {
         Ok(v)
     }
 
-    fn wr(&self, addr: u32, v: u32) -> Result<()> {
+    pub(crate) fn wr(&self, addr: u32, v: u32) -> Result<()> {
         Ok(self.bar.write32(addr, v)?)
     }
 

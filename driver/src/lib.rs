@@ -11,12 +11,14 @@
 //! The register sequences are those of Linux's `ptp_ocp`; on top sit a dead
 //! card check, a time continuity guard and a 1 Hz [`supervisor::Supervisor`]
 //! that watches GNSS loss, UTC offset changes and GNSS time jumps. The GNSS
-//! receiver's NMEA stream is read by [`gnss`].
+//! receiver's NMEA stream is read by [`gnss`]. [`flash`] reads and writes
+//! the FPGA image in the card's SPI flash, never touching the golden image.
 
 pub mod bar;
 pub mod card;
 pub mod device;
 pub mod discover;
+pub mod flash;
 pub mod gnss;
 pub mod hostclock;
 #[cfg(feature = "sim")]

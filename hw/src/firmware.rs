@@ -129,10 +129,23 @@ impl ImageHeader {
 }
 
 /// Byte-wise lookup table for the reflected polynomial 0xA001.
-const CRC_TABLE: [u16; 256] = build_crc_table();
+const CRC_TABLE: [u16; 256] = CRC_TABLES_INIT[0];
 
-const fn build_crc_table() -> [u16; 256] {
-    let mut table = [0u16; 256];
+/// Slicing-by-8 tables: `CRC_TABLES[0]` is the byte-wise table and
+/// `CRC_TABLES[k][i]` is the CRC contribution of byte `i` followed by `k`
+/// zero bytes, so eight input bytes fold into the CRC with eight lookups.
+static CRC_TABLES: [[u16; 256]; 8] = CRC_TABLES_INIT;
+
+/// The slicing tables, computed at compile time.
+const CRC_TABLES_INIT: [[u16; 256]; 8] = build_crc_tables();
+
+/// Inputs shorter than this go through the byte-wise table: the slicing
+/// loop only pays off once it runs a few times.
+const SLICE_THRESHOLD: usize = 32;
+
+/// Builds the byte-wise table bit by bit, then each slicing table from the previous one.
+const fn build_crc_tables() -> [[u16; 256]; 8] {
+    let mut tables = [[0u16; 256]; 8];
     let mut i = 0;
     while i < 256 {
         let mut c = i as u16;
@@ -145,19 +158,82 @@ const fn build_crc_table() -> [u16; 256] {
             };
             bit += 1;
         }
-        table[i] = c;
+        tables[0][i] = c;
         i += 1;
     }
-    table
+    let mut k = 1;
+    while k < 8 {
+        let mut i = 0;
+        while i < 256 {
+            let prev = tables[k - 1][i];
+            tables[k][i] = (prev >> 8) ^ tables[0][(prev & 0xFF) as usize];
+            i += 1;
+        }
+        k += 1;
+    }
+    tables
+}
+
+/// Feeds `data` into a running CRC one byte at a time (one table lookup per byte).
+const fn crc16_update_bytewise(mut crc: u16, data: &[u8]) -> u16 {
+    let mut i = 0;
+    while i < data.len() {
+        crc = (crc >> 8) ^ CRC_TABLE[((crc ^ data[i] as u16) & 0xFF) as usize];
+        i += 1;
+    }
+    crc
+}
+
+/// Feeds `data` into a running CRC eight bytes at a time (slicing-by-8),
+/// finishing the last `len % 8` bytes byte-wise. Works at any alignment.
+fn crc16_update_slice8(crc: u16, data: &[u8]) -> u16 {
+    let t = &CRC_TABLES;
+    let mut chunks = data.chunks_exact(8);
+    let mut crc = crc;
+    for chunk in &mut chunks {
+        // The CRC register overlaps the first two (little-endian) bytes.
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word) ^ u64::from(crc);
+        let b = x.to_le_bytes();
+        crc = t[7][usize::from(b[0])]
+            ^ t[6][usize::from(b[1])]
+            ^ t[5][usize::from(b[2])]
+            ^ t[4][usize::from(b[3])]
+            ^ t[3][usize::from(b[4])]
+            ^ t[2][usize::from(b[5])]
+            ^ t[1][usize::from(b[6])]
+            ^ t[0][usize::from(b[7])];
+    }
+    crc16_update_bytewise(crc, chunks.remainder())
 }
 
 /// CRC-16/MODBUS: reflected polynomial 0x8005 (0xA001), init 0xFFFF, no
 /// final XOR; the same as Linux `crc16(0xFFFF, data, len)`.
+///
+/// Short inputs use one table lookup per byte ([`crc16_bytewise`]); longer
+/// ones use slicing-by-8 ([`crc16_slice8`]). Both give identical results.
 #[must_use]
 pub fn crc16(data: &[u8]) -> u16 {
-    data.iter().fold(0xFFFF, |crc, &b| {
-        (crc >> 8) ^ CRC_TABLE[usize::from((crc ^ u16::from(b)) & 0xFF)]
-    })
+    if data.len() < SLICE_THRESHOLD {
+        crc16_bytewise(data)
+    } else {
+        crc16_slice8(data)
+    }
+}
+
+/// [`crc16`] with one 256-entry table lookup per byte (the classic
+/// table-driven form; exposed for benchmarks and cross-checks).
+#[must_use]
+pub const fn crc16_bytewise(data: &[u8]) -> u16 {
+    crc16_update_bytewise(0xFFFF, data)
+}
+
+/// [`crc16`] with slicing-by-8: eight tables, eight lookups per eight bytes
+/// (exposed for benchmarks and cross-checks).
+#[must_use]
+pub fn crc16_slice8(data: &[u8]) -> u16 {
+    crc16_update_slice8(0xFFFF, data)
 }
 
 /// The bytes after the header (empty if `image` is shorter than a header).
@@ -247,6 +323,24 @@ mod tests {
         assert_eq!(CRC_TABLE[0], 0);
         assert_eq!(CRC_TABLE[1], 0xC0C1);
         assert_eq!(CRC_TABLE[255], 0x4040);
+        assert_eq!(crc16_bytewise(b"123456789"), 0x4B37);
+        assert_eq!(crc16_slice8(b"123456789"), 0x4B37);
+        assert_eq!(crc16_slice8(b""), 0xFFFF);
+        assert_eq!(crc16_bitwise(b"123456789"), 0x4B37);
+    }
+
+    #[test]
+    fn every_length_around_the_threshold_agrees() {
+        let data: Vec<u8> = (0u32..300)
+            .map(|i| (i.wrapping_mul(151) ^ (i >> 3)) as u8)
+            .collect();
+        for len in 0..data.len() {
+            let d = &data[..len];
+            let want = crc16_bitwise(d);
+            assert_eq!(crc16(d), want, "len {len}");
+            assert_eq!(crc16_bytewise(d), want, "len {len}");
+            assert_eq!(crc16_slice8(d), want, "len {len}");
+        }
     }
 
     #[test]
@@ -356,6 +450,20 @@ mod tests {
         #[test]
         fn table_matches_bitwise(data in proptest::collection::vec(any::<u8>(), 0..256)) {
             prop_assert_eq!(crc16(&data), crc16_bitwise(&data));
+        }
+
+        /// The fast paths equal the bit-at-a-time reference on random
+        /// lengths and at every start alignment (a sub-slice at `offset`).
+        #[test]
+        fn slicing_by_8_matches_bitwise(
+            data in proptest::collection::vec(any::<u8>(), 0..4200),
+            offset in 0usize..16,
+        ) {
+            let d = data.get(offset..).unwrap_or(&[]);
+            let want = crc16_bitwise(d);
+            prop_assert_eq!(crc16_slice8(d), want);
+            prop_assert_eq!(crc16_bytewise(d), want);
+            prop_assert_eq!(crc16(d), want);
         }
 
         #[test]

@@ -123,6 +123,20 @@ pub mod nor {
     /// 64 KiB sector erase, 4-byte address.
     pub const SE_64K_4B: u8 = 0xDC;
 
+    /// Read flag status register (Micron).
+    pub const RDFSR: u8 = 0x70;
+    /// Clear flag status register (Micron).
+    pub const CLFSR: u8 = 0x50;
+
+    /// Flag status: ready (no program or erase running).
+    pub const FSR_READY: u8 = 1 << 7;
+    /// Flag status: the last erase failed or was refused.
+    pub const FSR_ERASE_ERROR: u8 = 1 << 5;
+    /// Flag status: the last program failed or was refused.
+    pub const FSR_PROGRAM_ERROR: u8 = 1 << 4;
+    /// Flag status: the last program or erase hit a protected area.
+    pub const FSR_PROTECTION_ERROR: u8 = 1 << 1;
+
     /// Status: write (program/erase) in progress.
     pub const SR_WIP: u8 = 1 << 0;
     /// Status: write enable latch.

@@ -25,11 +25,13 @@ use timecard_hw::layout::Layout;
 use timecard_hw::pci::Board;
 use timecard_hw::regs::{self, ClockSource};
 use timecard_hw::sign_magnitude;
+use timecard_hw::spi::nor;
 
-use crate::flash::FlashRef;
+use crate::flash::{FlashMut, FlashRef};
 use crate::gnss::{Gnss, NS_PER_S};
 use crate::oscillator::{Oscillator, OscillatorParams};
 use crate::rng::Rng;
+use crate::spi::{self, SpiFlashPort};
 
 /// Number of timestampers: ts0..ts4 and the PHC PPS timestamper (index 5).
 pub const TIMESTAMPERS: usize = 6;
@@ -39,8 +41,11 @@ pub const TS_PHC_PPS: usize = 5;
 pub const TS_GNSS_PPS: usize = 0;
 /// Size of the simulated SPI NOR flash.
 pub const FLASH_LEN: usize = 32 << 20;
-/// Golden (loader) image version the simulated FPGA reports after a failed boot.
+/// Image version of the golden (loader) image written at flash address 0 at
+/// manufacture, which the FPGA falls back to when the regular image is bad.
 pub const GOLDEN_VERSION: u32 = 0x0001_0000;
+/// Image-version register value while no image booted (the card does not answer).
+pub const NO_IMAGE_VERSION: u32 = u32::MAX;
 /// Magic that starts a simulated bitstream; followed by the u32 LE image-version register value.
 pub const SIM_BITSTREAM_MAGIC: [u8; 8] = *b"TCSIMBIT";
 /// Image version of the regular image a new simulated card ships with (FPGA tag 1, version 20).
@@ -64,6 +69,22 @@ pub enum BootState {
     Regular = 0,
     /// The regular image is missing or invalid; the golden loader runs: reflash.
     GoldenFallback = 1,
+    /// Neither image is valid: the FPGA never configured and the card does
+    /// not answer on the bus (every read all-ones). Bricked; only possible by
+    /// damaging the golden image, which block protection forbids over SPI.
+    NoImage = 2,
+}
+
+impl BootState {
+    /// Short name for status output: `regular`, `golden-fallback`, `no-image`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Regular => "regular",
+            Self::GoldenFallback => "golden-fallback",
+            Self::NoImage => "no-image",
+        }
+    }
 }
 
 /// Fault switches (plain data).
@@ -399,6 +420,8 @@ pub struct CardState {
     pub image_version: u32,
     /// How the FPGA booted.
     pub boot: BootState,
+    /// The configuration-flash controller and chip (`spi_flash` block).
+    pub spi: SpiFlashPort,
     /// Fault switches.
     pub faults: Faults,
     /// Truth time of the next GNSS PPS edge (ns), 0 = to be computed.
@@ -464,6 +487,10 @@ impl CardState {
             scratch: Scratch::default(),
             image_version: GOLDEN_VERSION,
             boot: BootState::GoldenFallback,
+            // Manufacture: the golden region below flash_start is write-protected.
+            spi: SpiFlashPort::new(
+                nor::bottom_protection(p.board.layout().flash_start).unwrap_or(0),
+            ),
             faults: Faults::default(),
             next_pps_edge_ns: 0,
             next_pps_second: 0,
@@ -478,9 +505,12 @@ impl CardState {
     }
 
     /// Reconfigures the FPGA from flash, as a PCIe reset or power cycle does:
-    /// registers return to their reset values and the image is booted again.
+    /// registers return to their reset values, the SPI flash controller too
+    /// (a command the chip was receiving is abandoned uncommitted), and the
+    /// image is booted again.
     pub fn reset_fpga(&mut self, flash: FlashRef<'_>) {
         let layout = self.layout();
+        self.spi.power_cut();
         self.clock = ClockBlock {
             enabled: true,
             in_sync_threshold: regs::clock::IN_SYNC_THRESHOLD_DEFAULT_NS,
@@ -785,10 +815,28 @@ impl CardState {
         }
     }
 
-    /// Reads a 32-bit register at BAR offset `addr`.
+    /// Whether the card answers on the bus: it is present and its FPGA configured.
+    #[must_use]
+    pub fn answers(&self) -> bool {
+        !self.faults.card_removed && self.boot != BootState::NoImage
+    }
+
+    /// The offset inside the SPI flash controller's block, if BAR offset
+    /// `addr` falls in it. Accesses there do not depend on time.
+    #[must_use]
+    pub fn spi_offset(&self, addr: u32) -> Option<u32> {
+        let base = self.layout().spi_flash?;
+        let off = addr.checked_sub(base)?;
+        (off < spi::BLOCK_LEN).then_some(off)
+    }
+
+    /// Reads a 32-bit register at BAR offset `addr` (the SPI flash block included).
     pub fn read(&mut self, addr: u32) -> u32 {
-        if self.faults.card_removed {
+        if !self.answers() {
             return u32::MAX;
+        }
+        if let Some(off) = self.spi_offset(addr) {
+            return self.spi.read(off);
         }
         let l = self.layout();
         let (base, off) = (addr & !0xFFFF, addr & 0xFFFF);
@@ -849,9 +897,24 @@ impl CardState {
         .contains(&Some(base))
     }
 
-    /// Writes a 32-bit register at BAR offset `addr`.
+    /// Writes a 32-bit register at BAR offset `addr`, with the flash cells at
+    /// hand for the SPI flash block (bytes shifted to the chip may program or
+    /// erase them).
+    pub fn write_with_flash(&mut self, addr: u32, value: u32, flash: FlashMut<'_>) {
+        if !self.answers() {
+            return;
+        }
+        match self.spi_offset(addr) {
+            Some(off) => self.spi.write(off, value, flash),
+            None => self.write(addr, value),
+        }
+    }
+
+    /// Writes a 32-bit register at BAR offset `addr`. Writes to the SPI flash
+    /// block need the flash cells and are dropped here: use
+    /// [`write_with_flash`](Self::write_with_flash) for those.
     pub fn write(&mut self, addr: u32, value: u32) {
-        if self.faults.card_removed {
+        if !self.answers() || self.spi_offset(addr).is_some() {
             return;
         }
         let l = self.layout();
@@ -1103,26 +1166,33 @@ fn write_pps(b: &mut PpsBlock, off: u32, v: u32) {
     }
 }
 
-/// Decides what the FPGA boots: the regular image at `flash_start` if it is a
-/// valid `OCPC` image for this board whose payload is a simulated bitstream,
-/// else the golden loader.
+/// Decides what the FPGA boots, as Xilinx multiboot does: the regular image
+/// at `flash_start` if it is a valid `OCPC` image for this board whose
+/// payload is a simulated bitstream; else the golden image at address 0 if
+/// that one is valid; else nothing ([`BootState::NoImage`],
+/// [`NO_IMAGE_VERSION`]). Returns the boot state and the image-version
+/// register value the bitstream carries.
 #[must_use]
 pub fn boot_image(board: Board, flash: FlashRef<'_>) -> (BootState, u32) {
-    let golden = (BootState::GoldenFallback, GOLDEN_VERSION);
-    let start = board.layout().flash_start as usize;
-    let Ok(head) = flash.read(start, firmware::HEADER_LEN) else {
-        return golden;
-    };
-    let Ok(header) = firmware::ImageHeader::parse(&head) else {
-        return golden;
-    };
-    let Ok(image) = flash.read(start, firmware::HEADER_LEN + header.image_size as usize) else {
-        return golden;
-    };
-    if firmware::verify(&image, Some(board.id())).is_err() {
-        return golden;
+    if let Some(v) = image_version_at(board, flash, board.layout().flash_start as usize) {
+        return (BootState::Regular, v);
     }
-    bitstream_version(firmware::payload(&image)).map_or(golden, |v| (BootState::Regular, v))
+    if let Some(v) = image_version_at(board, flash, 0) {
+        return (BootState::GoldenFallback, v);
+    }
+    (BootState::NoImage, NO_IMAGE_VERSION)
+}
+
+/// The image version of the simulated bitstream in the `OCPC` image for
+/// `board` at flash address `start`, if there is a valid one.
+fn image_version_at(board: Board, flash: FlashRef<'_>, start: usize) -> Option<u32> {
+    let head = flash.read(start, firmware::HEADER_LEN).ok()?;
+    let header = firmware::ImageHeader::parse(&head).ok()?;
+    let image = flash
+        .read(start, firmware::HEADER_LEN + header.image_size as usize)
+        .ok()?;
+    firmware::verify(&image, Some(board.id())).ok()?;
+    bitstream_version(firmware::payload(&image))
 }
 
 /// The image-version word a simulated bitstream carries, if it is one.

@@ -5,6 +5,10 @@
 //! - [`card`]: the card itself: BAR0 register semantics of the clock, TOD,
 //!   timestampers, PPS, signal generators, frequency counters and image
 //!   blocks, the FPGA's PPS servo, SPI flash and boot.
+//! - [`spi`]: the configuration-flash path behind BAR0's `spi_flash` block:
+//!   a Xilinx AXI Quad SPI controller and a Micron SPI NOR chip with block
+//!   protection over the golden image. Its registers answer without moving
+//!   simulated time, so a flash tool can push megabytes through them.
 //! - [`oscillator`]: the 10 MHz reference with aging and noise, presets for an
 //!   OCXO and atomic clocks, disciplined to GNSS and coasting in holdover.
 //! - [`gnss`]: the receiver: PPS with jitter, NMEA with the leap-second
@@ -26,6 +30,7 @@ pub mod pty;
 pub mod rng;
 pub mod runner;
 pub mod shm;
+pub mod spi;
 pub mod timebase;
 
 use std::path::Path;
@@ -37,7 +42,7 @@ use timecard_hw::firmware;
 use timecard_hw::pci::Board;
 use timecard_hw::regs::ClockSource;
 
-use crate::card::{BootState, CardParams, CardState, FLASH_LEN};
+use crate::card::{BootState, CardParams, CardState, FLASH_LEN, GOLDEN_VERSION};
 use crate::flash::{FlashMut, FlashRef};
 use crate::gnss::{GnssStatus, NS_PER_S};
 use crate::oscillator::Preset;
@@ -215,6 +220,11 @@ pub struct SimSnapshot {
     pub image_version: u32,
     /// Whether the regular image booted (false: golden fallback, reflash needed).
     pub regular_image: bool,
+    /// How the FPGA booted and why: `regular`, `golden-fallback` (the regular
+    /// image is missing or invalid) or `no-image` (neither image is valid; the
+    /// card does not answer).
+    #[serde(default)]
+    pub boot: String,
     /// Simulation mode.
     pub mode: ClockMode,
     /// Integration steps taken so far.
@@ -237,15 +247,21 @@ fn build_core(cfg: &SimConfig, flash: &mut [u8]) -> Result<Core, SimError> {
     if !matches!(cfg.board, Board::Meta | Board::Celestica | Board::AdvaX1) {
         return Err(SimError::UnsupportedBoard(cfg.board));
     }
-    // Manufacture: the regular image goes into flash at flash_start.
-    let image = firmware::pack(
-        &card::make_bitstream(cfg.firmware_version, 64 * 1024),
-        cfg.board.id(),
-        1,
-    )
-    .expect("a 64 KiB image always packs");
-    FlashMut::new(flash)
-        .program(cfg.board.layout().flash_start as usize, &image)
+    // Manufacture: the golden image at 0, the regular image at flash_start.
+    // (`CardState::power_on` write-protects the golden region.)
+    let pack = |version: u32| {
+        firmware::pack(&card::make_bitstream(version, 64 * 1024), cfg.board.id(), 1)
+            .expect("a 64 KiB image always packs")
+    };
+    let mut cells = FlashMut::new(flash);
+    cells
+        .program(0, &pack(GOLDEN_VERSION))
+        .expect("golden image fits in flash");
+    cells
+        .program(
+            cfg.board.layout().flash_start as usize,
+            &pack(cfg.firmware_version),
+        )
         .expect("image fits in flash");
     // Truth and the real-time anchor are taken together, so a simulation that
     // starts "now" agrees with the host's clock to within a microsecond.
@@ -323,10 +339,17 @@ impl Sim {
 
     /// Runs `f` on the card brought up to the current truth time, with its flash.
     pub fn with<R>(&self, f: impl FnOnce(&mut Core, FlashMut<'_>) -> R) -> R {
-        let run = |core: &mut Core, flash: &mut [u8]| {
+        self.with_unsynced(|core, flash| {
             core.sync();
-            f(core, FlashMut::new(flash))
-        };
+            f(core, flash)
+        })
+    }
+
+    /// Runs `f` on the card as it is, without bringing it up to the current
+    /// truth time (for accesses that do not depend on time, such as the SPI
+    /// flash block), with its flash.
+    pub fn with_unsynced<R>(&self, f: impl FnOnce(&mut Core, FlashMut<'_>) -> R) -> R {
+        let run = |core: &mut Core, flash: &mut [u8]| f(core, FlashMut::new(flash));
         match &*self.backend {
             Backend::Local(m) => {
                 let mut g = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -338,14 +361,26 @@ impl Sim {
     }
 
     /// Reads a BAR register, as the card would answer a PCIe read now.
+    /// The SPI flash block answers without advancing simulated time.
     #[must_use]
     pub fn read32(&self, offset: u32) -> u32 {
-        self.with(|c, _| c.card.read(offset))
+        self.with_unsynced(|c, _| {
+            if c.card.spi_offset(offset).is_none() {
+                c.sync();
+            }
+            c.card.read(offset)
+        })
     }
 
-    /// Writes a BAR register.
+    /// Writes a BAR register. Writes to the SPI flash block reach the flash
+    /// chip and do not advance simulated time.
     pub fn write32(&self, offset: u32, value: u32) {
-        self.with(|c, _| c.card.write(offset, value));
+        self.with_unsynced(|c, flash| {
+            if c.card.spi_offset(offset).is_none() {
+                c.sync();
+            }
+            c.card.write_with_flash(offset, value, flash);
+        });
     }
 
     /// Moves truth time forward by `d`, running the card through it. In real-time
@@ -397,6 +432,7 @@ impl Sim {
                 card_removed: k.faults.card_removed,
                 image_version: k.image_version,
                 regular_image: k.boot == BootState::Regular,
+                boot: k.boot.name().into(),
                 mode: if c.timebase.realtime {
                     ClockMode::Realtime {
                         acceleration: c.timebase.acceleration,

@@ -27,7 +27,7 @@ use crate::card::FLASH_LEN;
 /// File magic.
 pub const MAGIC: [u8; 8] = *b"TCSIMSHM";
 /// Layout version; bump when [`Core`] changes shape.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 const PAGE: usize = 4096;
 
 /// Header at the start of the file.
@@ -79,6 +79,10 @@ pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
     path: PathBuf,
+    /// This process's id, recorded as the lock owner. Taken once at mapping
+    /// time (`getpid` is a system call, and a flash tool takes the lock once
+    /// per register access); a mapping is not meant to be used across `fork`.
+    pid: i32,
 }
 
 // SAFETY: the mapping is only reached through `lock()`, which serialises all
@@ -196,6 +200,7 @@ impl Mapping {
             base: NonNull::new(ptr.cast()).expect("mmap returned a non-null pointer"),
             len,
             path: path.to_path_buf(),
+            pid: std::process::id() as i32,
         })
     }
 
@@ -221,7 +226,7 @@ impl Mapping {
 
     /// Runs `f` with exclusive access to the core and the flash cells.
     pub fn with<R>(&self, f: impl FnOnce(&mut Core, &mut [u8]) -> R) -> R {
-        let guard = LockGuard::acquire(self.header());
+        let guard = LockGuard::acquire(self.header(), self.pid);
         // SAFETY: the lock gives this thread exclusive access to the core and flash
         // sections until `guard` drops; both lie within the mapping.
         let (core, flash) = unsafe {
@@ -252,9 +257,10 @@ struct LockGuard<'a> {
 }
 
 impl<'a> LockGuard<'a> {
-    fn acquire(header: &'a Header) -> Self {
-        let me = std::process::id() as i32;
-        let start = Instant::now();
+    /// Takes the lock for process `me`. The uncontended path is one
+    /// compare-and-swap and one store: no system call, no clock read.
+    fn acquire(header: &'a Header, me: i32) -> Self {
+        let mut start = None;
         let mut spins = 0u32;
         loop {
             if header
@@ -271,7 +277,7 @@ impl<'a> LockGuard<'a> {
                 continue;
             }
             std::thread::yield_now();
-            if start.elapsed() > Duration::from_millis(500) {
+            if start.get_or_insert_with(Instant::now).elapsed() > Duration::from_millis(500) {
                 let owner = header.lock_owner.load(Ordering::Relaxed);
                 if owner > 0 && owner != me && !process_alive(owner) {
                     // The holder died mid-update; take the lock over. The card state

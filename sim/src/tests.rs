@@ -195,7 +195,33 @@ fn corrupt_flash_boots_golden_image() {
     s.inject(&Fault::ResetFpga);
     let snap = s.snapshot();
     assert!(!snap.regular_image);
+    assert_eq!(snap.boot, "golden-fallback");
     assert_eq!(snap.image_version, card::GOLDEN_VERSION);
+}
+
+#[test]
+fn spi_block_accesses_do_not_advance_time() {
+    let s = Sim::new(&SimConfig {
+        mode: ClockMode::Realtime { acceleration: 1.0 },
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let spi = FB.spi_flash.unwrap();
+    let truth = || s.with_unsynced(|c, _| c.card.truth_ns);
+    let before = s.truth_tai_ns();
+    std::thread::sleep(Duration::from_millis(20));
+    assert_eq!(
+        s.read32(spi + timecard_hw::spi::xspi::CR),
+        spi::CR_RESET,
+        "controller at reset values"
+    );
+    s.write32(spi + timecard_hw::spi::xspi::DTR, 0x9F);
+    assert_eq!(truth(), before, "SPI accesses leave the card where it was");
+    let _ = s.read32(reg(FB.clock, clock::STATUS));
+    assert!(
+        truth() >= before + 20_000_000,
+        "other blocks bring it up to date"
+    );
 }
 
 #[test]

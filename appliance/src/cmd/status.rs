@@ -45,6 +45,9 @@ struct StatusReport {
     firmware_register: String,
     /// Optional features the firmware has.
     capabilities: Capabilities,
+    /// What to do about the firmware, when the golden image is running.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    firmware_action: Option<String>,
     /// Clock IP core version `major.minor.patch`.
     clock_ip_version: String,
     /// The GNSS receiver's serial port, if known.
@@ -146,6 +149,13 @@ fn report(spec: &DeviceSpec, card: &TimeCard, truth: Option<SimSnapshot>) -> Res
         firmware_kind: id.firmware_kind,
         firmware_register: format!("{:#010x}", id.firmware.raw),
         capabilities: id.capabilities,
+        firmware_action: id.firmware.loader.then(|| {
+            format!(
+                "image invalid, reflash: the golden (loader) image is running because the regular image \
+                 did not boot (missing, corrupt or an interrupted update); flash it with \
+                 `timecard-fw flash IMAGE --device {spec}`"
+            )
+        }),
         clock_ip_version: format!("{major}.{minor}.{patch}"),
         gnss_serial: card.gnss_serial().map(PathBuf::from),
         time: TimeReport {
@@ -212,6 +222,9 @@ fn write_text(r: &StatusReport, out: &mut dyn Write) -> Result<()> {
         "firmware       {} {}  (image register {}); capabilities: {caps}",
         r.firmware_kind, r.firmware, r.firmware_register
     )?;
+    if let Some(action) = &r.firmware_action {
+        writeln!(out, "               {action}")?;
+    }
     writeln!(out, "clock IP       v{}", r.clock_ip_version)?;
     if let Some(tty) = &r.gnss_serial {
         writeln!(out, "GNSS serial    {}", tty.display())?;
