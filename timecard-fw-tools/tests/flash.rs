@@ -346,11 +346,9 @@ fn ctrl_c_stops_a_flash_cleanly_with_exit_74() {
     let card = Card::new();
     let path = card.file("big.img", &image(0x8018, 2 << 20, Board::Meta));
     let child = flash_until_ten_percent(&card, &path);
-    let killed = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    let pid = libc::pid_t::try_from(child.id()).unwrap();
+    // SAFETY: sending a signal to our own child process, which has not been reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(74), "{o:?}");
     card.reset();
