@@ -226,3 +226,73 @@ proptest! {
         prop_assert_eq!(running_version(&card), 0x0000_8017);
     }
 }
+
+/// A BAR whose SPI receive data is corrupted now and then (a flaky bus).
+#[derive(Debug)]
+struct FlakyBar {
+    inner: SimBar,
+    state: AtomicU64,
+    one_in: u64,
+}
+
+impl Bar for FlakyBar {
+    fn read32(&self, offset: u32) -> Result<u32, BarError> {
+        let v = self.inner.read32(offset)?;
+        let spi = Board::Meta.layout().spi_flash.unwrap_or(0);
+        if offset != spi + timecard_hw::spi::xspi::DRR {
+            return Ok(v);
+        }
+        let mut x = self
+            .state
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        Ok(if x.is_multiple_of(self.one_in) {
+            v ^ (x >> 40) as u32 & 0xFF
+        } else {
+            v
+        })
+    }
+
+    fn write32(&self, offset: u32, value: u32) -> Result<(), BarError> {
+        self.inner.write32(offset, value)
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+
+    fn describe(&self) -> String {
+        "flaky".into()
+    }
+
+    fn pci_id(&self) -> PciId {
+        self.inner.pci_id()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+    /// Corrupted reads never panic, never report a wrong flash as verified,
+    /// and never cost the golden image.
+    #[test]
+    fn corrupted_reads_are_errors_not_panics(seed in any::<u64>(), one_in in 200u64..20_000) {
+        let sim = sim();
+        let golden = open_sim(sim.clone()).unwrap().flash().unwrap().image_at(0).unwrap();
+        let bar = Arc::new(FlakyBar { inner: SimBar::new(sim.clone()), state: AtomicU64::new(seed), one_in });
+        let card = TimeCard::open(bar, Arc::new(SimHostClock::new(sim.clone(), 0))).unwrap();
+        let new = image(0x0000_8019, 16 * 1024);
+        if let Ok(flash) = card.flash() {
+            let _ = flash.image_at(0);
+            let _ = flash.image_at(FLASH_START);
+            let _ = flash.read(0, 70_000, &mut go);
+            if flash.write_image(&new, &mut go).is_ok() {
+                // Verified means the cells really hold the image.
+                let clean = open_sim(sim.clone()).unwrap();
+                let stored = clean.flash().unwrap().image_at(FLASH_START).unwrap();
+                prop_assert_eq!(stored.bytes, new);
+            }
+        }
+        let clean = open_sim(sim.clone()).unwrap();
+        prop_assert_eq!(clean.flash().unwrap().image_at(0).unwrap(), golden);
+    }
+}
