@@ -229,6 +229,25 @@ pub const fn crc16_bytewise(data: &[u8]) -> u16 {
     crc16_update_bytewise(0xFFFF, data)
 }
 
+/// [`crc16`] one bit at a time, straight from the definition (poly 0xA001
+/// reflected, init 0xFFFF): the reference the table forms are checked
+/// against and the benchmarks' baseline. Slow; not for real use.
+#[must_use]
+pub fn crc16_bitwise(data: &[u8]) -> u16 {
+    let mut crc = 0xFFFFu16;
+    for &b in data {
+        crc ^= u16::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xA001
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    crc
+}
+
 /// [`crc16`] with slicing-by-8: eight tables, eight lookups per eight bytes
 /// (exposed for benchmarks and cross-checks).
 #[must_use]
@@ -299,22 +318,6 @@ mod tests {
     use super::*;
     use crate::pci::Board;
     use proptest::prelude::*;
-
-    /// Bit-at-a-time reference used to cross-check the table.
-    fn crc16_bitwise(data: &[u8]) -> u16 {
-        let mut crc = 0xFFFFu16;
-        for &b in data {
-            crc ^= u16::from(b);
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xA001
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        crc
-    }
 
     #[test]
     fn crc_check_value() {

@@ -14,22 +14,6 @@ use timecard_hw::pci::Board;
 /// Buffer size: 16 MiB, half the card's flash.
 const LEN: usize = 16 << 20;
 
-/// Bit-at-a-time CRC-16/MODBUS: the reference every fast path must equal.
-fn crc16_bitwise(data: &[u8]) -> u16 {
-    let mut crc = 0xFFFFu16;
-    for &b in data {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
-
 /// The fastest of `runs` calls of `f`, and its last result.
 fn best_of<T>(runs: u32, mut f: impl FnMut() -> T) -> (Duration, T) {
     let mut best = Duration::MAX;
@@ -62,7 +46,7 @@ fn main() {
     let image = firmware::pack(&data, Board::Meta.id(), 0).expect("16 MiB fits");
 
     println!("CRC-16/MODBUS over {} MiB, best of N runs", LEN >> 20);
-    let (base_t, base_crc) = best_of(3, || crc16_bitwise(black_box(&data)));
+    let (base_t, base_crc) = best_of(3, || firmware::crc16_bitwise(black_box(&data)));
     let base = mb_per_s(LEN, base_t);
     let row = |name: &str, runs: u32, d: Duration| {
         let mbs = mb_per_s(LEN, d);
