@@ -402,16 +402,20 @@ impl Flash<'_> {
         }
     }
 
-    /// Erases the 4 KiB block at `addr` (aligned) and programs `data` into it,
-    /// skipping pages that are all `0xFF` (already erased).
-    fn write_block(&self, addr: u32, data: &[u8]) -> Result<()> {
-        debug_assert!(
-            (addr as usize).is_multiple_of(nor::SUBSECTOR) && data.len() <= nor::SUBSECTOR
-        );
+    /// Erases the 4 KiB block at `addr` (aligned).
+    fn erase_block(&self, addr: u32) -> Result<()> {
+        debug_assert!((addr as usize).is_multiple_of(nor::SUBSECTOR));
         self.check_writable(addr, nor::SUBSECTOR)?;
         self.command(&[nor::WREN], &[], &mut [])?;
         self.command(&Self::addr_cmd(nor::SE_4K_4B, addr), &[], &mut [])?;
-        self.finish("erase", addr)?;
+        self.finish("erase", addr)
+    }
+
+    /// Programs `data` (at most one erased 4 KiB block) at `addr`, skipping
+    /// pages that are all `0xFF` (already erased).
+    fn program_block(&self, addr: u32, data: &[u8]) -> Result<()> {
+        debug_assert!(data.len() <= nor::SUBSECTOR);
+        self.check_writable(addr, data.len())?;
         for (i, page) in data.chunks(nor::PAGE).enumerate() {
             if page.iter().all(|b| *b == 0xFF) {
                 continue;
@@ -422,6 +426,21 @@ impl Flash<'_> {
             self.finish("program", page_addr)?;
         }
         Ok(())
+    }
+
+    /// Whether an image of `len` bytes may be written at `flash_start`: it
+    /// must fit the image region and stay clear of protected ranges. Checks
+    /// only; nothing is sent to the chip.
+    ///
+    /// # Errors
+    /// [`FlashError::TooLarge`] or [`FlashError::OutsideImageRegion`].
+    pub fn check_fits(&self, len: usize) -> Result<()> {
+        let region = self.image_region();
+        let region_len = region.end - region.start;
+        if len > region_len as usize {
+            return Err(FlashError::TooLarge { len, region_len });
+        }
+        self.check_writable(self.image_start, len)
     }
 
     /// Reads `len` bytes at `addr`.
@@ -469,32 +488,22 @@ impl Flash<'_> {
     /// [`FlashError::TooLarge`], chip errors, [`FlashError::VerifyMismatch`],
     /// [`FlashError::Interrupted`] when the callback stops it, access errors.
     pub fn write_image(&self, image: &[u8], progress: ProgressFn<'_>) -> Result<()> {
-        let region = self.image_region();
-        let region_len = region.end - region.start;
-        if image.len() > region_len as usize {
-            return Err(FlashError::TooLarge {
-                len: image.len(),
-                region_len,
-            });
-        }
-        self.check_writable(self.image_start, image.len())?;
+        self.check_fits(image.len())?;
         let blocks: Vec<&[u8]> = image.chunks(nor::SUBSECTOR).collect();
         let total = image.len() as u64;
         let mut done = 0u64;
         // Invalidate first: erase the header block so nothing half-written
-        // ever looks like an image, write the rest, then the header block.
-        self.command(&[nor::WREN], &[], &mut [])?;
-        self.command(
-            &Self::addr_cmd(nor::SE_4K_4B, self.image_start),
-            &[],
-            &mut [],
-        )?;
-        self.finish("erase", self.image_start)?;
-        let order = (1..blocks.len()).chain(std::iter::once(0));
+        // ever looks like an image, write the rest, then program the header
+        // block (already erased) last.
+        self.erase_block(self.image_start)?;
+        let order = (1..blocks.len()).chain(0..blocks.len().min(1));
         for i in order {
-            let Some(block) = blocks.get(i) else { continue };
-            self.write_block(self.image_start + (i * nor::SUBSECTOR) as u32, block)?;
-            done += block.len() as u64;
+            let addr = self.image_start + (i * nor::SUBSECTOR) as u32;
+            if i != 0 {
+                self.erase_block(addr)?;
+            }
+            self.program_block(addr, blocks[i])?;
+            done += blocks[i].len() as u64;
             let p = Progress {
                 phase: Phase::Write,
                 done,

@@ -241,16 +241,9 @@ pub fn flash(args: &FlashArgs, out: &mut dyn Write) -> anyhow::Result<()> {
         seconds: 0.0,
         bytes_per_second: 0.0,
     };
-    if image.len() > flash.image_region().len() {
-        return Err(flash_failure(
-            FlashError::TooLarge {
-                len: image.len(),
-                region_len: flash.image_region().len() as u32,
-            },
-            &device,
-        )
-        .into());
-    }
+    flash
+        .check_fits(image.len())
+        .map_err(|e| flash_failure(e, &device))?;
     if !args.dry_run {
         let stop = stop_on_signals()?;
         let mut bar = Bar::new(progress_mode(args.progress));
