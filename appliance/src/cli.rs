@@ -194,6 +194,22 @@ pub enum Command {
             scenario inside the documented assumptions (freq-step+60ppm exceeds them on purpose)."
     )]
     Linearizability(LinearizabilityArgs),
+
+    /// The distributed counter: serve it, or add/get/clear on a running one
+    #[command(
+        subcommand,
+        long_about = "The distributed counter (Netflix Distributed Counter style), ordered by \
+            TrueTime. Namespaces have a type: best-effort (memcached, TTL, no durability), \
+            eventual (every add is an event in the log; reads return the last rollup) or \
+            accurate (last rollup + the not-yet-rolled-up delta). Retries and hedged requests \
+            with the same idempotency token (EVENT_TIME_NS:NONCE) count once.\n\n\
+            `timecard up` runs the service (gRPC on 127.0.0.1:7340, HTTP/JSON on :7341); \
+            `timecard counter serve` runs it alone.",
+        after_help = "Examples:\n  timecard counter add likes video42 1 --get\n  timecard counter get views video42\n  \
+            timecard counter serve --backend nats://127.0.0.1:4222 --namespace views=eventual\n  \
+            curl -s -XPOST 127.0.0.1:7341/v1/counters/likes/video42/add -d '{\"delta\": 1}'"
+    )]
+    Counter(counter::cli::Command),
 }
 
 /// Flags of `timecard linearizability`.
@@ -619,6 +635,35 @@ pub struct UpArgs {
     /// Where fbclockd publishes TrueTime for `fbclock` clients
     #[arg(long, value_name = "PATH", default_value = fbclock::DEFAULT_PATH)]
     pub fbclock_shm: PathBuf,
+
+    /// The distributed counter `up` runs.
+    #[command(flatten)]
+    pub counter: CounterArgs,
+}
+
+/// Flags of the counter service inside `timecard up`.
+#[derive(Debug, Args)]
+pub struct CounterArgs {
+    /// Do not start the counter service
+    #[arg(long)]
+    pub no_counter: bool,
+
+    /// Counter event log and checkpoints: embedded:DIR or nats://HOST:PORT[,…]
+    /// [default: embedded:$TMPDIR/timecard-data]
+    #[arg(long, value_name = "SPEC")]
+    pub counter_backend: Option<String>,
+
+    /// Counter gRPC address (port in use: an ephemeral port, and `up` says so)
+    #[arg(long, value_name = "ADDR", default_value = counter::cli::DEFAULT_GRPC)]
+    pub counter_grpc: std::net::SocketAddr,
+
+    /// Counter HTTP/JSON address
+    #[arg(long, value_name = "ADDR", default_value = counter::cli::DEFAULT_HTTP)]
+    pub counter_http: std::net::SocketAddr,
+
+    /// memcached for best-effort counter namespaces
+    #[arg(long, value_name = "HOST:PORT")]
+    pub counter_memcached: Option<std::net::SocketAddr>,
 }
 
 /// Flags of the PTP server inside `timecard up`.

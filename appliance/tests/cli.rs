@@ -231,19 +231,64 @@ fn up_goes_from_unsynced_to_in_sync() {
     // server then announces class 6 and fbclockd publishes TrueTime.
     let dir = Scratch::new("up");
     let shm = dir.path("fbclock").display().to_string();
-    let o = run(&[
-        "up",
-        "--duration",
-        "18s",
-        "--ptp-port",
-        "0",
-        "--ptp-monitoring",
-        "off",
-        "--ptp-quality-window",
-        "3",
-        "--fbclock-shm",
-        &shm,
-    ]);
+    let ports: Vec<u16> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect::<Vec<_>>()
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect();
+    let grpc = format!("127.0.0.1:{}", ports[0]);
+    let data = format!("embedded:{}", dir.path("data").display());
+    let child = timecard()
+        .args([
+            "up",
+            "--duration",
+            "18s",
+            "--ptp-port",
+            "0",
+            "--ptp-monitoring",
+            "off",
+            "--ptp-quality-window",
+            "3",
+            "--fbclock-shm",
+            &shm,
+            "--counter-grpc",
+            &grpc,
+            "--counter-http",
+            &format!("127.0.0.1:{}", ports[1]),
+            "--counter-backend",
+            &data,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn timecard up");
+    // The counter answers once fbclockd gives TrueTime: add through the CLI.
+    let t0 = Instant::now();
+    let added = loop {
+        let a = run(&[
+            "counter", "add", "likes", "up-test", "2", "--get", "--server", &grpc,
+        ]);
+        if a.status.success() {
+            break stdout(&a);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(17),
+            "counter never accepted an add: {}",
+            stderr(&a)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(added.starts_with("2 (accurate)"), "{added}");
+    let got = run(&["counter", "get", "likes", "up-test", "--server", &grpc]);
+    assert_eq!(stdout(&got).trim(), "2 (accurate)", "{}", stderr(&got));
+    let bad = run(&["counter", "get", "nope", "x", "--server", &grpc]);
+    assert!(
+        !bad.status.success() && stderr(&bad).contains("unknown namespace"),
+        "{}",
+        stderr(&bad)
+    );
+    let o = child.wait_with_output().expect("timecard up");
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
@@ -282,6 +327,10 @@ fn up_goes_from_unsynced_to_in_sync() {
     assert!(
         text.contains("fbclockd") && text.contains("TrueTime from SPTP"),
         "{text}"
+    );
+    assert!(
+        text.contains(&format!("counter    gRPC {grpc}")) && text.contains("clock: fbclock"),
+        "banner names the counter and its TrueTime source:\n{text}"
     );
     assert!(
         !std::path::Path::new(&shm).exists(),

@@ -51,6 +51,18 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             )?;
             linearizability::run(&args, out)
         }
+        Command::Counter(cmd) => {
+            refuse_device(
+                device.as_ref(),
+                "counter",
+                "the counter does not open a card",
+            )?;
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?
+                .block_on(counter::cli::run(cmd))
+        }
     }
 }
 

@@ -157,6 +157,119 @@ fn start_fbclock(
     ))
 }
 
+/// The counter service on its own tokio runtime.
+struct CounterComponent {
+    /// The runtime (dropping it stops the listeners' tasks).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The running service.
+    running: counter::cli::Running,
+    /// The configured ports were in use and ephemeral ones are used.
+    fallback: bool,
+}
+
+impl Component for CounterComponent {
+    fn name(&self) -> &'static str {
+        "counter"
+    }
+
+    fn summary(&self) -> String {
+        let st = self.running.service.status();
+        let ns: Vec<String> = st
+            .namespaces
+            .iter()
+            .map(|(n, k)| format!("{n}={k}"))
+            .collect();
+        format!(
+            "gRPC {} HTTP http://{}/v1/status{}; namespaces {}; {}; clock: {}",
+            self.running.grpc,
+            self.running.http,
+            if self.fallback {
+                " (default ports in use)"
+            } else {
+                ""
+            },
+            ns.join(" "),
+            st.backend,
+            st.clock
+        )
+    }
+}
+
+impl Drop for CounterComponent {
+    fn drop(&mut self) {
+        self.running.stop();
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_timeout(std::time::Duration::from_secs(2));
+        }
+    }
+}
+
+/// Starts the counter service; TrueTime from `truetime` when fbclockd runs.
+fn start_counter(
+    args: &crate::cli::CounterArgs,
+    truetime: Option<&fbclock::FbClock>,
+) -> Result<CounterComponent> {
+    let backend = args.counter_backend.clone().unwrap_or_else(|| {
+        format!(
+            "embedded:{}",
+            std::env::temp_dir().join("timecard-data").display()
+        )
+    });
+    let mut serve = counter::cli::ServeArgs {
+        backend,
+        namespaces: vec![
+            "views=eventual".into(),
+            "likes=accurate".into(),
+            "experiments=best-effort:3600".into(),
+        ],
+        grpc: args.counter_grpc,
+        http: args.counter_http,
+        memcached: args.counter_memcached,
+        fbclock: None,
+        system_clock_bound_us: 10_000,
+        accept_limit_ms: 5_000,
+        grace_ms: 2_000,
+        rollup_interval_ms: 250,
+        no_fsync: false,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("counter")
+        .enable_all()
+        .build()
+        .context("starting the counter runtime")?;
+    let clock = truetime.map(|c| eventlog::TimeSource::Fbclock(Arc::new(c.clone())));
+    let start = |serve: &counter::cli::ServeArgs| {
+        runtime.block_on(async {
+            let cfg = serve.config()?;
+            let backend = serve.backend().await?;
+            let clock = clock.clone().unwrap_or_else(|| serve.clock());
+            let service = counter::CounterService::start(cfg, clock, backend).await?;
+            counter::cli::listen(service, serve.grpc, serve.http).await
+        })
+    };
+    let (running, fallback) = match start(&serve) {
+        Ok(r) => (r, false),
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            }) =>
+        {
+            tracing::warn!(error = %e, "counter: default ports in use, using ephemeral ports");
+            serve.grpc.set_port(0);
+            serve.http.set_port(0);
+            (start(&serve).context("starting the counter service")?, true)
+        }
+        Err(e) => return Err(e.context("starting the counter service")),
+    };
+    Ok(CounterComponent {
+        runtime: Some(runtime),
+        running,
+        fallback,
+    })
+}
+
 /// Ports used when 319/320 cannot be bound.
 const FALLBACK_EVENT_PORT: u16 = 3319;
 
@@ -293,12 +406,16 @@ fn serve(
             components.push(Box::new(daemon));
         }
     }
+    let counter_on = !args.counter.no_counter;
+    if counter_on {
+        components.push(Box::new(start_counter(&args.counter, truetime.as_ref())?));
+    }
     let stop = match args.duration {
         Some(d) => format!("stops after {}, or press Ctrl-C", format_duration(d)),
         None => "press Ctrl-C to stop".to_owned(),
     };
     let mut banner = format!(
-        "timecard up: {} + driver + supervisor{}{} running; {stop}\n",
+        "timecard up: {} + driver + supervisor{}{}{} running; {stop}\n",
         card.what,
         if shared.is_some() {
             " + PTP server"
@@ -309,7 +426,8 @@ fn serve(
             " + fbclockd"
         } else {
             ""
-        }
+        },
+        if counter_on { " + counter" } else { "" }
     );
     for c in components.iter() {
         banner.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));

@@ -43,8 +43,8 @@ pub fn clock_ns(clock_id: u32) -> i64 {
     ts.tv_sec * 1_000_000_000 + ts.tv_nsec
 }
 
-/// A client of the shared TrueTime record.
-#[derive(Debug)]
+/// A client of the shared TrueTime record (clones share the mapping).
+#[derive(Debug, Clone)]
 pub struct FbClock {
     map: Arc<shm::Mapping>,
     clock_id: u32,

@@ -141,6 +141,13 @@ pub struct LiveReport {
     pub violations: u64,
     /// Largest distance of truth outside an interval, ns (0 if none).
     pub worst_violation_ns: i64,
+    /// Where the worst violation happened: seconds of truth into the run,
+    /// the host, and the interval's WOU, ns.
+    pub worst_violation_at: Option<(f64, usize, i64)>,
+    /// Violations before, during and after the fault.
+    pub phase_violations: [u64; 3],
+    /// First and last violation, seconds of truth into the run.
+    pub violation_span: Option<(f64, f64)>,
     /// Reads answered with an error (no data, stale, WOU too large).
     pub unavailable: u64,
     /// Completed commit-wait transactions.
@@ -188,6 +195,13 @@ impl fmt::Display for LiveReport {
             self.worst_violation_ns,
             self.unavailable
         )?;
+        if let Some((at, host, wou)) = self.worst_violation_at {
+            writeln!(
+                f,
+                "  worst violation at {at:.3} s on host {host} (WOU {wou} ns); by phase {:?}; span {:.3?}",
+                self.phase_violations, self.violation_span
+            )?;
+        }
         writeln!(
             f,
             "  transactions {} (aborted {}), order violations {}, max commit wait {} ns, model resets {}",
@@ -224,6 +238,7 @@ fn server_config(event_port: u16, general_port: u16) -> ServerConfig {
 #[derive(Default)]
 struct PhaseAcc {
     reads: u64,
+    violations: u64,
     max: i64,
     samples: Vec<i64>,
 }
@@ -245,6 +260,10 @@ struct Reader {
     checks: u64,
     violations: u64,
     worst: i64,
+    /// Truth and WOU of the worst violation.
+    worst_at: (i64, i64),
+    /// Truth of the first and last violation.
+    violation_span: Option<(i64, i64)>,
     unavailable: u64,
     phases: [PhaseAcc; 3],
     txs: Vec<Tx>,
@@ -268,11 +287,6 @@ impl Reader {
             return None;
         };
         self.checks += 1;
-        let outside = (before - tt.latest_ns).max(tt.earliest_ns - after);
-        if outside > 0 {
-            self.violations += 1;
-            self.worst = self.worst.max(outside);
-        }
         let phase = if before < self.phase_edges.0 {
             0
         } else if before < self.phase_edges.1 {
@@ -283,6 +297,17 @@ impl Reader {
         let p = &mut self.phases[phase];
         p.reads += 1;
         let w = tt.wou_ns();
+        let outside = (before - tt.latest_ns).max(tt.earliest_ns - after);
+        if outside > 0 {
+            self.violations += 1;
+            p.violations += 1;
+            let (first, _) = self.violation_span.unwrap_or((before, before));
+            self.violation_span = Some((first, before));
+            if outside > self.worst {
+                self.worst = outside;
+                self.worst_at = (before, w);
+            }
+        }
         p.max = p.max.max(w);
         if self.checks.is_multiple_of(WOU_SAMPLE_EVERY) {
             p.samples.push(w);
@@ -457,6 +482,8 @@ pub fn run(cfg: &LiveConfig, sim: &Sim, source: Arc<dyn TimeSource>) -> anyhow::
                     checks: 0,
                     violations: 0,
                     worst: 0,
+                    worst_at: (0, 0),
+                    violation_span: None,
                     unavailable: 0,
                     phases: Default::default(),
                     txs: Vec::new(),
@@ -543,6 +570,9 @@ pub fn run(cfg: &LiveConfig, sim: &Sim, source: Arc<dyn TimeSource>) -> anyhow::
         checks: 0,
         violations: 0,
         worst_violation_ns: 0,
+        worst_violation_at: None,
+        phase_violations: [0; 3],
+        violation_span: None,
         unavailable: 0,
         transactions: 0,
         aborted_transactions: 0,
@@ -552,16 +582,31 @@ pub fn run(cfg: &LiveConfig, sim: &Sim, source: Arc<dyn TimeSource>) -> anyhow::
         phases: Default::default(),
         model_resets,
     };
-    for r in readers {
+    for (host, r) in readers.into_iter().enumerate() {
         report.checks += r.checks;
         report.violations += r.violations;
-        report.worst_violation_ns = report.worst_violation_ns.max(r.worst);
+        if r.worst > report.worst_violation_ns {
+            report.worst_violation_ns = r.worst;
+            let (truth, wou) = r.worst_at;
+            let at = (truth - truth_start) as f64 / NS_PER_S;
+            report.worst_violation_at = Some((at, host, wou));
+        }
+        if let Some((a, b)) = r.violation_span {
+            let secs = |t: i64| (t - truth_start) as f64 / NS_PER_S;
+            let (lo, hi) = report.violation_span.unwrap_or((f64::MAX, f64::MIN));
+            report.violation_span = Some((lo.min(secs(a)), hi.max(secs(b))));
+        }
         report.unavailable += r.unavailable;
         report.aborted_transactions += r.aborted;
         report.order_violations += r.commit_violations;
         report.max_commit_wait_ns = report.max_commit_wait_ns.max(r.max_commit_wait);
         txs.extend(r.txs);
-        for (acc, p) in phases.iter_mut().zip(r.phases) {
+        for ((acc, p), v) in phases
+            .iter_mut()
+            .zip(r.phases)
+            .zip(&mut report.phase_violations)
+        {
+            *v += p.violations;
             for a in [&mut all, acc] {
                 a.reads += p.reads;
                 a.max = a.max.max(p.max);

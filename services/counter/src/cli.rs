@@ -1,0 +1,355 @@
+//! The command line: `serve` runs the service; `add`, `get`, `clear` talk to
+//! a running one over gRPC; `status` reads its HTTP status. The same
+//! arguments are mounted under `timecard counter`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use eventlog::backend::{Backend, BackendOptions, BackendSpec};
+use eventlog::segment::SegmentOptions;
+use eventlog::{IdempotencyToken, TimeSource};
+use tokio::net::TcpListener;
+
+use crate::pb::counter_client::CounterClient;
+use crate::service::{CounterConfig, CounterService, Kind, parse_namespace};
+
+/// Default gRPC address.
+pub const DEFAULT_GRPC: &str = "127.0.0.1:7340";
+/// Default HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7341";
+
+/// `counter` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the counter service (gRPC + HTTP/JSON).
+    Serve(ServeArgs),
+    /// AddCount (with --get: AddAndGetCount).
+    Add {
+        /// Namespace.
+        namespace: String,
+        /// Counter name.
+        counter: String,
+        /// Signed delta.
+        #[arg(allow_hyphen_values = true)]
+        delta: i64,
+        /// Idempotency token EVENT_TIME_NS:NONCE (retries with the same token count once).
+        #[arg(long)]
+        token: Option<String>,
+        /// Return the count after the add.
+        #[arg(long)]
+        get: bool,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+    /// GetCount.
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Counter name.
+        counter: String,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+    /// ClearCount.
+    Clear {
+        /// Namespace.
+        namespace: String,
+        /// Counter name.
+        counter: String,
+        /// Idempotency token.
+        #[arg(long)]
+        token: Option<String>,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+}
+
+/// Arguments of `serve` (also used by `timecard up`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Event log and KV backend: `embedded:DIR` or `nats://HOST:PORT[,…]`.
+    #[arg(long, default_value = "embedded:timecard-data")]
+    pub backend: String,
+    /// A namespace: NAME=TYPE with TYPE best-effort[:TTL_S], eventual or
+    /// accurate. Repeat for several.
+    #[arg(long = "namespace", value_name = "NAME=TYPE", default_values_t = ["views=eventual".to_owned(), "likes=accurate".to_owned(), "experiments=best-effort:3600".to_owned()])]
+    pub namespaces: Vec<String>,
+    /// gRPC listen address (loopback unless you mean it).
+    #[arg(long, default_value = DEFAULT_GRPC)]
+    pub grpc: SocketAddr,
+    /// HTTP/JSON listen address.
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// memcached for best-effort namespaces.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub memcached: Option<SocketAddr>,
+    /// fbclock shared memory file; without it (or if it cannot be opened)
+    /// the system clock is used with --system-clock-bound-us.
+    #[arg(long)]
+    pub fbclock: Option<PathBuf>,
+    /// Assumed error of the system clock when no fbclockd runs, µs.
+    #[arg(long, default_value_t = 10_000)]
+    pub system_clock_bound_us: i64,
+    /// Events older than this are refused; rollups lag by it, ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub accept_limit_ms: u64,
+    /// Longest an append may take before the add is reported failed, ms.
+    #[arg(long, default_value_t = 2_000)]
+    pub grace_ms: u64,
+    /// Rollup period, ms.
+    #[arg(long, default_value_t = 250)]
+    pub rollup_interval_ms: u64,
+    /// Do not fsync the embedded log (survives kill -9, not power loss).
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+impl ServeArgs {
+    /// The service configuration these arguments describe.
+    pub fn config(&self) -> anyhow::Result<CounterConfig> {
+        let mut namespaces: HashMap<String, Kind> = HashMap::new();
+        for s in &self.namespaces {
+            let (n, k) = parse_namespace(s).map_err(anyhow::Error::msg)?;
+            if namespaces.insert(n.clone(), k).is_some() {
+                bail!("namespace {n} given twice");
+            }
+        }
+        if self.accept_limit_ms == 0 || self.grace_ms == 0 || self.rollup_interval_ms == 0 {
+            bail!("--accept-limit-ms, --grace-ms and --rollup-interval-ms must be positive");
+        }
+        Ok(CounterConfig {
+            namespaces,
+            accept_limit: Duration::from_millis(self.accept_limit_ms),
+            grace: Duration::from_millis(self.grace_ms),
+            rollup_interval: Duration::from_millis(self.rollup_interval_ms),
+            memcached: self.memcached,
+            ..CounterConfig::default()
+        })
+    }
+
+    /// The TrueTime source: fbclock if given and readable, else the system clock.
+    #[must_use]
+    pub fn clock(&self) -> TimeSource {
+        let path = self
+            .fbclock
+            .clone()
+            .unwrap_or_else(|| fbclock::DEFAULT_PATH.into());
+        match fbclock::FbClock::open(&path) {
+            Ok(c) => TimeSource::Fbclock(std::sync::Arc::new(c)),
+            Err(e) => {
+                if self.fbclock.is_some() {
+                    tracing::warn!(path = %path.display(), error = %e, "fbclock unavailable; using the system clock");
+                }
+                TimeSource::system(self.system_clock_bound_us.saturating_mul(1000))
+            }
+        }
+    }
+
+    /// Opens the backend.
+    pub async fn backend(&self) -> anyhow::Result<Backend> {
+        let spec: BackendSpec = self.backend.parse()?;
+        let options = BackendOptions {
+            segments: SegmentOptions {
+                fsync: !self.no_fsync,
+                ..SegmentOptions::default()
+            },
+            nats: None,
+        };
+        Ok(Backend::open(&spec, "counter", &options).await?)
+    }
+}
+
+/// A running service with its listeners.
+pub struct Running {
+    /// The service.
+    pub service: CounterService,
+    /// Bound gRPC address.
+    pub grpc: SocketAddr,
+    /// Bound HTTP address.
+    pub http: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops the listeners and the service.
+    pub fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.service.shutdown();
+    }
+}
+
+/// Starts the service and both listeners on the current runtime.
+pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    let cfg = args.config()?;
+    let backend = args.backend().await?;
+    let service = CounterService::start(cfg, args.clock(), backend).await?;
+    listen(service, args.grpc, args.http).await
+}
+
+/// Serves a started service on gRPC and HTTP (stops it if binding fails).
+pub async fn listen(
+    service: CounterService,
+    grpc: SocketAddr,
+    http: SocketAddr,
+) -> anyhow::Result<Running> {
+    let bound = async {
+        let g = TcpListener::bind(grpc)
+            .await
+            .with_context(|| format!("gRPC listen on {grpc}"))?;
+        let h = TcpListener::bind(http)
+            .await
+            .with_context(|| format!("HTTP listen on {http}"))?;
+        anyhow::Ok((g, h))
+    };
+    let (grpc_l, http_l) = match bound.await {
+        Ok(l) => l,
+        Err(e) => {
+            service.shutdown();
+            return Err(e);
+        }
+    };
+    let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let s1 = service.clone();
+    let r1 = rx.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::grpc::serve(grpc_l, s1, wait(r1)).await {
+            tracing::error!(error = %e, "counter gRPC server failed");
+        }
+    });
+    let s2 = service.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(http_l, s2, wait(rx)).await {
+            tracing::error!(error = %e, "counter HTTP server failed");
+        }
+    });
+    Ok(Running {
+        service,
+        grpc,
+        http,
+        stop,
+    })
+}
+
+fn pb_token(s: Option<String>) -> anyhow::Result<Option<crate::pb::IdempotencyToken>> {
+    s.map(|s| {
+        let t: IdempotencyToken = s.parse()?;
+        Ok(crate::pb::IdempotencyToken {
+            event_time_ns: t.event_time_ns,
+            nonce: format!("{:032x}", t.nonce),
+        })
+    })
+    .transpose()
+}
+
+async fn client(server: SocketAddr) -> anyhow::Result<CounterClient<tonic::transport::Channel>> {
+    CounterClient::connect(format!("http://{server}"))
+        .await
+        .with_context(|| format!("cannot reach the counter service at {server} (is it running? `timecard counter serve`)"))
+}
+
+fn show(r: &crate::pb::CountReply) -> String {
+    let mut s = if r.has_count {
+        format!("{} ({})", r.count, r.consistency)
+    } else {
+        format!("ok ({})", r.consistency)
+    };
+    if r.duplicate {
+        s.push_str(", duplicate: counted once");
+    }
+    if !r.token.is_empty() {
+        s.push_str(&format!(", token {}", r.token));
+    }
+    s
+}
+
+/// Runs a `counter` subcommand to completion (`serve` until Ctrl-C).
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve(args) => {
+            let running = start(&args).await?;
+            println!(
+                "counter: gRPC {} HTTP {} backend {} clock: {}",
+                running.grpc,
+                running.http,
+                running.service.status().backend,
+                running.service.status().clock
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            running.stop();
+            Ok(())
+        }
+        Command::Add {
+            namespace,
+            counter,
+            delta,
+            token,
+            get,
+            server,
+        } => {
+            let req = crate::pb::AddCountRequest {
+                namespace,
+                counter,
+                delta,
+                idempotency_token: pb_token(token)?,
+            };
+            let mut c = client(server).await?;
+            let r = if get {
+                c.add_and_get_count(req).await
+            } else {
+                c.add_count(req).await
+            };
+            println!(
+                "{}",
+                show(
+                    &r.map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?
+                        .into_inner()
+                )
+            );
+            Ok(())
+        }
+        Command::Get {
+            namespace,
+            counter,
+            server,
+        } => {
+            let r = client(server)
+                .await?
+                .get_count(crate::pb::GetCountRequest { namespace, counter })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+            println!("{}", show(&r.into_inner()));
+            Ok(())
+        }
+        Command::Clear {
+            namespace,
+            counter,
+            token,
+            server,
+        } => {
+            let r = client(server)
+                .await?
+                .clear_count(crate::pb::ClearCountRequest {
+                    namespace,
+                    counter,
+                    idempotency_token: pb_token(token)?,
+                })
+                .await
+                .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
+            println!("{}", show(&r.into_inner()));
+            Ok(())
+        }
+    }
+}

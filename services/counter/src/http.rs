@@ -1,0 +1,182 @@
+//! The HTTP/JSON mirror of the gRPC API (axum).
+//!
+//! | method | path | body |
+//! |---|---|---|
+//! | `POST` | `/v1/counters/{ns}/{counter}/add` | `{"delta": 1, "idempotency_token": "EVENT_TIME_NS:NONCE"}` |
+//! | `POST` | `/v1/counters/{ns}/{counter}/add-and-get` | as above |
+//! | `GET`  | `/v1/counters/{ns}/{counter}` | — |
+//! | `POST` | `/v1/counters/{ns}/{counter}/clear` | `{"idempotency_token": …}` (optional) |
+//! | `GET`  | `/v1/status` | — |
+//!
+//! Replies are the [`Reply`] as JSON; errors are `{"error": "...", "code":
+//! "..."}` with 400 (bad input), 404 (unknown namespace), 413 (body over
+//! [`MAX_BODY`]), 422 (overflow) or 503 (backend unavailable, retry).
+
+use std::future::Future;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use eventlog::IdempotencyToken;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::service::{CounterError, CounterService, Reply};
+
+/// Largest request body, bytes.
+pub const MAX_BODY: usize = 16 * 1024;
+
+/// Body of add / add-and-get.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBody {
+    delta: i64,
+    #[serde(default)]
+    idempotency_token: Option<String>,
+}
+
+/// Body of clear.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearBody {
+    #[serde(default)]
+    idempotency_token: Option<String>,
+}
+
+struct ApiError(StatusCode, String, &'static str);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.0,
+            Json(serde_json::json!({"error": self.1, "code": self.2})),
+        )
+            .into_response()
+    }
+}
+
+impl From<CounterError> for ApiError {
+    fn from(e: CounterError) -> Self {
+        let (status, code) = match &e {
+            CounterError::UnknownNamespace(..) => (StatusCode::NOT_FOUND, "not_found"),
+            CounterError::BadName { .. }
+            | CounterError::BadToken(_)
+            | CounterError::TokenOutOfWindow(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            CounterError::Overflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "out_of_range"),
+            CounterError::Unsupported(_) => (StatusCode::BAD_REQUEST, "failed_precondition"),
+            CounterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+        };
+        Self(status, e.to_string(), code)
+    }
+}
+
+fn json_error(r: JsonRejection) -> ApiError {
+    let status = r.status();
+    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "too_large"
+    } else {
+        "invalid_argument"
+    };
+    let status = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    };
+    ApiError(status, r.body_text(), code)
+}
+
+fn parse_token(t: Option<String>) -> Result<Option<IdempotencyToken>, ApiError> {
+    t.map(|s| {
+        s.parse::<IdempotencyToken>()
+            .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string(), "invalid_argument"))
+    })
+    .transpose()
+}
+
+type ApiResult = Result<Json<Reply>, ApiError>;
+
+async fn add_inner(
+    svc: CounterService,
+    ns: String,
+    counter: String,
+    body: Result<Json<AddBody>, JsonRejection>,
+    and_get: bool,
+) -> ApiResult {
+    let Json(b) = body.map_err(json_error)?;
+    let t = parse_token(b.idempotency_token)?;
+    Ok(Json(svc.add(&ns, &counter, b.delta, t, and_get).await?))
+}
+
+async fn add(
+    State(svc): State<CounterService>,
+    Path((ns, c)): Path<(String, String)>,
+    body: Result<Json<AddBody>, JsonRejection>,
+) -> ApiResult {
+    add_inner(svc, ns, c, body, false).await
+}
+
+async fn add_and_get(
+    State(svc): State<CounterService>,
+    Path((ns, c)): Path<(String, String)>,
+    body: Result<Json<AddBody>, JsonRejection>,
+) -> ApiResult {
+    add_inner(svc, ns, c, body, true).await
+}
+
+async fn get_count(
+    State(svc): State<CounterService>,
+    Path((ns, c)): Path<(String, String)>,
+) -> ApiResult {
+    Ok(Json(svc.get(&ns, &c).await?))
+}
+
+async fn clear(
+    State(svc): State<CounterService>,
+    Path((ns, c)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    // The body is optional: no body clears with a fresh token.
+    let b: ClearBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ClearBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError(
+                StatusCode::BAD_REQUEST,
+                format!("invalid JSON body: {e}"),
+                "invalid_argument",
+            )
+        })?
+    };
+    let t = parse_token(b.idempotency_token)?;
+    Ok(Json(svc.clear(&ns, &c, t).await?))
+}
+
+async fn status(State(svc): State<CounterService>) -> Json<crate::service::Status> {
+    Json(svc.status())
+}
+
+/// The router.
+pub fn router(svc: CounterService) -> Router {
+    Router::new()
+        .route("/v1/counters/{ns}/{counter}", get(get_count))
+        .route("/v1/counters/{ns}/{counter}/add", post(add))
+        .route("/v1/counters/{ns}/{counter}/add-and-get", post(add_and_get))
+        .route("/v1/counters/{ns}/{counter}/clear", post(clear))
+        .route("/v1/status", get(status))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(svc)
+}
+
+/// Serves HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    svc: CounterService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(svc))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
