@@ -317,7 +317,12 @@ fn up_goes_from_unsynced_to_in_sync() {
         "uncalibrated at start:\n{text}"
     );
     assert!(
-        samples[samples.len() - 1].contains("ptp class 6 acc 0x21"),
+        // Class 6; the accuracy is the card's (100 ns floor) plus the
+        // server's software-timestamp map uncertainty (~1 µs in a debug
+        // build): "within 250 ns" to "within 2.5 µs".
+        ["0x21", "0x22", "0x23", "0x24"]
+            .iter()
+            .any(|a| samples[samples.len() - 1].contains(&format!("ptp class 6 acc {a}"))),
         "announces class 6 once locked:\n{text}"
     );
     assert!(

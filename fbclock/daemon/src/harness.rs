@@ -418,6 +418,8 @@ fn card_sample(sim: &Sim) -> (CardSample, i64) {
                 utc_offset_s: i16::try_from(g.tai_utc_s).ok(),
                 seconds_to_leap: g.seconds_to_leap(now_s),
                 leap: g.leap_delta as i8,
+                // Simulated exchanges are timestamped on the card's clock.
+                timestamp_uncertainty_ns: 0.0,
             },
             k.card_time_ns() - k.truth_ns,
         )

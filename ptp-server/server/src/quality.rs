@@ -11,7 +11,11 @@
 //! - **clockAccuracy** = the 1588 enum of `|mean(offset)| + 3·stddev(offset)`
 //!   with c4u's floors: never better than 100 ns when locked, 1 µs in holdover
 //!   (growing with time in holdover at the configured drift rate), unknown
-//!   (`0xFE`) when uncalibrated;
+//!   (`0xFE`) when uncalibrated — **plus** the server's own timestamp
+//!   uncertainty ([`CardSample::timestamp_uncertainty_ns`]): with software
+//!   timestamps every `t1`/`t4` goes through the host→card time map, whose
+//!   error (half the bracket of the card reads behind it, plus the fit's
+//!   residual) is part of what a client's offset can be wrong by;
 //! - UTC offset, `currentUtcOffsetValid`, `leap61`/`leap59` (set in the last
 //!   12 hours before an announced leap, as linuxptp does), time/frequency
 //!   traceability.
@@ -37,6 +41,10 @@ pub struct CardSample {
     pub seconds_to_leap: i64,
     /// +1 insertion or −1 deletion announced, 0 if none.
     pub leap: i8,
+    /// How far the server's card timestamps can be off, ns: the host→card
+    /// map's uncertainty ([`crate::timemap::Fitter::uncertainty_ns`]); 0 for
+    /// hardware timestamps taken by the card's own clock.
+    pub timestamp_uncertainty_ns: f64,
 }
 
 /// Tunables of the estimator (c4u's flags).
@@ -164,7 +172,8 @@ impl QualityEstimator {
                     .max(self.config.holdover_floor_ns),
             ),
             _ => None,
-        };
+        }
+        .map(|card| card + s.timestamp_uncertainty_ns.max(0.0));
         let mut flags = Flags::PTP_TIMESCALE;
         if s.utc_offset_s.is_some() {
             flags |= Flags::CURRENT_UTC_OFFSET_VALID;
@@ -231,6 +240,7 @@ mod tests {
             utc_offset_s: Some(37),
             seconds_to_leap: 0,
             leap: 0,
+            timestamp_uncertainty_ns: 0.0,
         }
     }
 
@@ -261,6 +271,27 @@ mod tests {
             q.push(locked(if i % 2 == 0 { 200.0 } else { -200.0 }));
         }
         assert_eq!(q.served().clock_accuracy, 0x23, "600 ns → within 1 µs");
+    }
+
+    #[test]
+    fn the_servers_timestamp_uncertainty_is_part_of_the_accuracy() {
+        let mut q = QualityEstimator::new(QualityConfig {
+            window: 3,
+            ..QualityConfig::default()
+        });
+        let mut s = locked(1.0);
+        s.timestamp_uncertainty_ns = 700.0;
+        for _ in 0..3 {
+            q.push(s);
+        }
+        assert_eq!(
+            q.served().clock_accuracy,
+            0x23,
+            "100 ns floor + 700 ns → within 1 µs"
+        );
+        s.timestamp_uncertainty_ns = 0.0;
+        q.push(s);
+        assert_eq!(q.served().clock_accuracy, 0x21);
     }
 
     #[test]

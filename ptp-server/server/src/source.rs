@@ -176,7 +176,9 @@ impl CardSource {
         let mut tick = 0u32;
         while !self.stop.load(Ordering::Relaxed) {
             match best_of_three(card) {
-                Ok((mid, card_ns)) => self.map.publish(fitter.add(mid, card_ns)),
+                Ok((mid, card_ns, half_width)) => {
+                    self.map.publish(fitter.add(mid, card_ns, half_width));
+                }
                 Err(CardError::TimeJump { .. }) => fitter.reset(),
                 Err(_) => {
                     fitter.reset();
@@ -184,7 +186,8 @@ impl CardSource {
                 }
             }
             if tick.is_multiple_of(SAMPLES_PER_S) {
-                let (sample, report, events) = self.observe(card, supervisor.as_mut());
+                let (mut sample, report, events) = self.observe(card, supervisor.as_mut());
+                sample.timestamp_uncertainty_ns = fitter.uncertainty_ns() as f64;
                 if !events.is_empty() {
                     let mut q = self
                         .events
@@ -239,6 +242,7 @@ impl CardSource {
                 } else {
                     0
                 },
+                timestamp_uncertainty_ns: 0.0,
             },
             Err(e) => {
                 report.error = Some(e.to_string());
@@ -250,6 +254,7 @@ impl CardSource {
                     utc_offset_s: None,
                     seconds_to_leap: 0,
                     leap: 0,
+                    timestamp_uncertainty_ns: 0.0,
                 }
             }
         };
@@ -258,17 +263,19 @@ impl CardSource {
 }
 
 /// The tightest of three bracketed reads: (host midpoint, card time).
-fn best_of_three(card: &TimeCard) -> Result<(i64, i64), CardError> {
+/// The narrowest of three card reads: (host midpoint, card time, half the
+/// bracket width — how far the latch can be from the midpoint).
+fn best_of_three(card: &TimeCard) -> Result<(i64, i64, i64), CardError> {
     let mut best: Option<(i64, i64, i64)> = None;
     for _ in 0..3 {
         let r = card.read_time()?;
-        let width = r.post_ns - r.pre_ns;
+        let width = (r.post_ns - r.pre_ns).max(0);
         if best.is_none_or(|(w, _, _)| width < w) {
             best = Some((width, r.pre_ns + width / 2, r.card_tai_ns));
         }
     }
-    let (_, mid, c) = best.expect("three reads");
-    Ok((mid, c))
+    let (w, mid, c) = best.expect("three reads");
+    Ok((mid, c, (w + 1) / 2))
 }
 
 #[cfg(test)]

@@ -106,7 +106,10 @@ impl TimeMap {
 /// Least-squares fit of card offset against host time over recent samples.
 #[derive(Debug, Default)]
 pub struct Fitter {
-    samples: Vec<(i64, i64)>,
+    /// `(host midpoint, card, half bracket width)`.
+    samples: Vec<(i64, i64, i64)>,
+    /// Uncertainty of the last fit, ns.
+    uncertainty: i64,
 }
 
 impl Fitter {
@@ -121,16 +124,26 @@ impl Fitter {
         self.samples.clear();
     }
 
-    /// Adds a sample (host midpoint, card time) and returns the fit anchored at it.
-    pub fn add(&mut self, host: i64, card: i64) -> Fit {
+    /// How far a card time from the last fit can be off, ns: the widest
+    /// half bracket in the window (a read latches somewhere inside its
+    /// bracket, not necessarily at the midpoint) plus the largest residual
+    /// of the samples from the fitted line.
+    #[must_use]
+    pub fn uncertainty_ns(&self) -> i64 {
+        self.uncertainty
+    }
+
+    /// Adds a sample (host midpoint, card time, half the read's bracket
+    /// width) and returns the fit anchored at it.
+    pub fn add(&mut self, host: i64, card: i64, half_width: i64) -> Fit {
         if self.samples.len() == WINDOW {
             self.samples.remove(0);
         }
-        self.samples.push((host, card));
+        self.samples.push((host, card, half_width.max(0)));
         let n = self.samples.len() as f64;
-        let (h0, _) = self.samples[0];
-        let xs = self.samples.iter().map(|(h, _)| (h - h0) as f64);
-        let ys = self.samples.iter().map(|(h, c)| (c - h) as f64);
+        let (h0, _, _) = self.samples[0];
+        let xs = self.samples.iter().map(|(h, _, _)| (h - h0) as f64);
+        let ys = self.samples.iter().map(|(h, c, _)| (c - h) as f64);
         let mx = xs.clone().sum::<f64>() / n;
         let my = ys.clone().sum::<f64>() / n;
         let sxx: f64 = xs.clone().map(|x| (x - mx) * (x - mx)).sum();
@@ -138,6 +151,13 @@ impl Fitter {
         let rate = if sxx > 0.0 { sxy / sxx } else { 0.0 };
         let x_last = (host - h0) as f64;
         let offset = my + rate * (x_last - mx);
+        let widest = self.samples.iter().map(|s| s.2).max().unwrap_or(0);
+        let residual = self
+            .samples
+            .iter()
+            .map(|(h, c, _)| ((c - h) as f64 - (my + rate * ((h - h0) as f64 - mx))).abs())
+            .fold(0.0, f64::max);
+        self.uncertainty = widest + residual.ceil() as i64;
         Fit {
             host0: host,
             card0: host + offset.round() as i64,
@@ -161,12 +181,37 @@ mod tests {
                 + 37_000_000_000
                 + (((h - 1_000_000_000_000) as f64) * rate) as i64
                 + if i % 2 == 0 { 50 } else { -50 };
-            fit = f.add(h, c);
+            fit = f.add(h, c, 0);
         }
         assert!((fit.rate - rate).abs() < 3e-8, "{}", fit.rate);
         let h = fit.host0 + 500_000_000;
         let truth = h + 37_000_000_000 + (((h - 1_000_000_000_000) as f64) * rate) as i64;
         assert!((fit.card(h) - truth).abs() < 100, "{}", fit.card(h) - truth);
+    }
+
+    #[test]
+    fn uncertainty_covers_the_bracket_and_the_residual() {
+        let mut f = Fitter::new();
+        for i in 0..16i64 {
+            let h = 1_000_000_000_000 + i * 100_000_000;
+            let jitter = if i % 2 == 0 { 50 } else { -50 };
+            f.add(
+                h,
+                h + 37_000_000_000 + jitter,
+                if i == 3 { 900 } else { 300 },
+            );
+        }
+        let u = f.uncertainty_ns();
+        assert!(
+            (950..=1000).contains(&u),
+            "widest half bracket 900 + residual ~50: {u}"
+        );
+        // The wide read leaves the window: the bound shrinks back.
+        for i in 16..32i64 {
+            let h = 1_000_000_000_000 + i * 100_000_000;
+            f.add(h, h + 37_000_000_000, 300);
+        }
+        assert!(f.uncertainty_ns() <= 400, "{}", f.uncertainty_ns());
     }
 
     #[test]

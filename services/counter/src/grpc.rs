@@ -28,7 +28,7 @@ pub fn code_for(e: &CounterError) -> Code {
         CounterError::BadName { .. }
         | CounterError::BadToken(_)
         | CounterError::TokenOutOfWindow(_) => Code::InvalidArgument,
-        CounterError::Overflow { .. } => Code::OutOfRange,
+        CounterError::Overflow { .. } | CounterError::OutOfRange(_) => Code::OutOfRange,
         CounterError::Unsupported(_) => Code::FailedPrecondition,
         CounterError::Unavailable(_) => Code::Unavailable,
     }

@@ -65,7 +65,9 @@ impl From<CounterError> for ApiError {
             CounterError::BadName { .. }
             | CounterError::BadToken(_)
             | CounterError::TokenOutOfWindow(_) => (StatusCode::BAD_REQUEST, "invalid_argument"),
-            CounterError::Overflow { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "out_of_range"),
+            CounterError::Overflow { .. } | CounterError::OutOfRange(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "out_of_range")
+            }
             CounterError::Unsupported(_) => (StatusCode::BAD_REQUEST, "failed_precondition"),
             CounterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };

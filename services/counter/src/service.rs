@@ -180,6 +180,12 @@ pub enum CounterError {
         /// Requested delta.
         delta: i64,
     },
+    /// Concurrent adds took the count beyond int64 (the ingest check saw an
+    /// older state); the count is kept exactly and reported as this error.
+    #[error(
+        "count {0} is outside the int64 range (concurrent adds overshot); add a negative delta to bring it back"
+    )]
+    OutOfRange(i128),
     /// Best-effort counters cannot be used with this operation.
     #[error("{0}")]
     Unsupported(String),
@@ -310,8 +316,7 @@ fn decode_rollup(b: &[u8]) -> Option<(i64, u64)> {
 }
 
 fn to_i64(v: i128) -> Result<i64, CounterError> {
-    i64::try_from(v)
-        .map_err(|_| CounterError::Unavailable(format!("count {v} is outside the int64 range")))
+    i64::try_from(v).map_err(|_| CounterError::OutOfRange(v))
 }
 
 impl CounterService {
@@ -540,10 +545,10 @@ impl CounterService {
             return Self::reply(kind, v, true, Some(token));
         }
         let v = self.inner.index.values(&key);
-        if v.accurate
-            .checked_add(i128::from(delta))
-            .is_none_or(|n| i64::try_from(n).is_err())
-        {
+        // Refuse an add that leaves the int64 range, unless it moves an
+        // overshot count back towards it.
+        let next = v.accurate.saturating_add(i128::from(delta));
+        if i64::try_from(next).is_err() && next.abs() >= v.accurate.abs() {
             return Err(CounterError::Overflow {
                 current: v.accurate,
                 delta,
