@@ -121,8 +121,21 @@ impl ServeArgs {
                 bail!("namespace {n} given twice");
             }
         }
-        if self.accept_limit_ms == 0 || self.grace_ms == 0 || self.rollup_interval_ms == 0 {
-            bail!("--accept-limit-ms, --grace-ms and --rollup-interval-ms must be positive");
+        const DAY_MS: u64 = 86_400_000;
+        for (name, v) in [
+            ("--accept-limit-ms", self.accept_limit_ms),
+            ("--grace-ms", self.grace_ms),
+            ("--rollup-interval-ms", self.rollup_interval_ms),
+        ] {
+            if v == 0 || v > DAY_MS {
+                bail!("{name} {v}: must be between 1 and {DAY_MS} (one day)");
+            }
+        }
+        if !(0..=3_600_000_000).contains(&self.system_clock_bound_us) {
+            bail!(
+                "--system-clock-bound-us {}: must be between 0 and one hour",
+                self.system_clock_bound_us
+            );
         }
         Ok(CounterConfig {
             namespaces,

@@ -29,7 +29,6 @@ pub fn code_for(e: &CounterError) -> Code {
         | CounterError::BadToken(_)
         | CounterError::TokenOutOfWindow(_) => Code::InvalidArgument,
         CounterError::Overflow { .. } | CounterError::OutOfRange(_) => Code::OutOfRange,
-        CounterError::Unsupported(_) => Code::FailedPrecondition,
         CounterError::Unavailable(_) => Code::Unavailable,
     }
 }

@@ -10,7 +10,7 @@
 //!
 //! Replies are the [`Reply`] as JSON; errors are `{"error": "...", "code":
 //! "..."}` with 400 (bad input), 404 (unknown namespace), 413 (body over
-//! [`MAX_BODY`]), 422 (overflow) or 503 (backend unavailable, retry).
+//! [`MAX_BODY`]), 422 (int64 overflow) or 503 (backend unavailable, retry).
 
 use std::future::Future;
 
@@ -68,7 +68,6 @@ impl From<CounterError> for ApiError {
             CounterError::Overflow { .. } | CounterError::OutOfRange(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "out_of_range")
             }
-            CounterError::Unsupported(_) => (StatusCode::BAD_REQUEST, "failed_precondition"),
             CounterError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         };
         Self(status, e.to_string(), code)
@@ -76,18 +75,13 @@ impl From<CounterError> for ApiError {
 }
 
 fn json_error(r: JsonRejection) -> ApiError {
-    let status = r.status();
-    let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "too_large"
+    // Every malformed body is a 400 (axum says 422 for well-formed JSON of
+    // the wrong shape); only an oversized one is a 413.
+    if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError(StatusCode::PAYLOAD_TOO_LARGE, r.body_text(), "too_large")
     } else {
-        "invalid_argument"
-    };
-    let status = if status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
-        StatusCode::BAD_REQUEST
-    } else {
-        status
-    };
-    ApiError(status, r.body_text(), code)
+        ApiError(StatusCode::BAD_REQUEST, r.body_text(), "invalid_argument")
+    }
 }
 
 fn parse_token(t: Option<String>) -> Result<Option<IdempotencyToken>, ApiError> {
@@ -138,8 +132,16 @@ async fn get_count(
 async fn clear(
     State(svc): State<CounterService>,
     Path((ns, c)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult {
+    let body = body.map_err(|r| {
+        let (status, code) = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            (StatusCode::PAYLOAD_TOO_LARGE, "too_large")
+        } else {
+            (StatusCode::BAD_REQUEST, "invalid_argument")
+        };
+        ApiError(status, r.body_text(), code)
+    })?;
     // The body is optional: no body clears with a fresh token.
     let b: ClearBody = if body.iter().all(u8::is_ascii_whitespace) {
         ClearBody::default()

@@ -186,9 +186,6 @@ pub enum CounterError {
         "count {0} is outside the int64 range (concurrent adds overshot); add a negative delta to bring it back"
     )]
     OutOfRange(i128),
-    /// Best-effort counters cannot be used with this operation.
-    #[error("{0}")]
-    Unsupported(String),
     /// A backend (log, store, memcached, clock) failed; retry later.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -215,6 +212,7 @@ struct Stats {
     appended: AtomicU64,
     duplicates: AtomicU64,
     late: AtomicU64,
+    cleared: AtomicU64,
     corrupt: AtomicU64,
     rollups: AtomicU64,
     checkpoints_written: AtomicU64,
@@ -234,7 +232,7 @@ pub struct Status {
     pub best_effort_degraded: bool,
     /// Namespaces and types.
     pub namespaces: Vec<(String, &'static str)>,
-    /// Counters in memory, events pending rollup.
+    /// Counters in memory.
     pub counters: usize,
     /// Events not yet rolled up.
     pub pending_events: usize,
@@ -242,12 +240,15 @@ pub struct Status {
     pub rolled_up_to_ns: i64,
     /// Next log sequence the tailer will apply.
     pub applied_seq: u64,
-    /// Events appended, duplicates skipped at ingest, late events, corrupt records.
+    /// Events appended by this process.
     pub appended: u64,
-    /// Duplicates recognised at ingest.
+    /// Duplicates recognised (at ingest, or while applying the log).
     pub duplicates: u64,
-    /// Events that landed behind a frozen window (should stay 0).
+    /// Live events that landed behind a frozen window (appends that outlived
+    /// `grace`, reported failed to their callers; should stay 0).
     pub late: u64,
+    /// Adds at or before a clear of their counter (cleared, not counted).
+    pub cleared: u64,
     /// Log records that could not be decoded.
     pub corrupt: u64,
     /// Rollup passes that froze a new window.
@@ -315,6 +316,11 @@ fn decode_rollup(b: &[u8]) -> Option<(i64, u64)> {
     ))
 }
 
+/// A duration in ns, saturating at `i64::MAX`.
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
 fn to_i64(v: i128) -> Result<i64, CounterError> {
     i64::try_from(v).map_err(|_| CounterError::OutOfRange(v))
 }
@@ -333,6 +339,13 @@ impl CounterService {
             })?,
             None => (i64::MIN, 1),
         };
+        let end = backend.log.end().await.map_err(unavailable)?;
+        if resume > end {
+            return Err(CounterError::Unavailable(format!(
+                "the checkpoints resume the event log at {resume} but the log ends at {end}: \
+                 the log was lost or replaced; refusing to start rather than lose adds"
+            )));
+        }
         let index = Index::new(frozen);
         let mut restored = 0usize;
         for (k, v) in backend
@@ -370,7 +383,7 @@ impl CounterService {
             inner: inner.clone(),
             tasks: Arc::default(),
         };
-        let tailer = tokio::spawn(tail(inner.clone(), resume));
+        let tailer = tokio::spawn(tail(inner.clone(), resume, end));
         let rollup = tokio::spawn(rollup(inner.clone()));
         let probe = tokio::spawn(probe_memcached(inner));
         svc.tasks
@@ -422,10 +435,16 @@ impl CounterService {
                 Ok(v)
             }
             Err(e) => {
-                self.inner.degraded.store(true, Ordering::Relaxed);
-                Err(CounterError::Unavailable(format!(
-                    "best-effort namespace degraded: {e}"
-                )))
+                // Only an unreachable server degrades the namespace; a
+                // protocol surprise is this request's problem.
+                if matches!(e, crate::memcache::McError::Unreachable { .. }) {
+                    self.inner.degraded.store(true, Ordering::Relaxed);
+                    Err(CounterError::Unavailable(format!(
+                        "best-effort namespace degraded: {e}"
+                    )))
+                } else {
+                    Err(CounterError::Unavailable(e.to_string()))
+                }
             }
         }
     }
@@ -446,21 +465,21 @@ impl CounterService {
         let t = tok.event_time_ns;
         let oldest = tt
             .latest_ns
-            .saturating_sub(self.inner.cfg.accept_limit.as_nanos() as i64);
+            .saturating_sub(nanos(self.inner.cfg.accept_limit));
         let newest = tt
             .earliest_ns
-            .saturating_add(self.inner.cfg.future_limit.as_nanos() as i64);
+            .saturating_add(nanos(self.inner.cfg.future_limit));
         if t <= oldest {
             return Err(CounterError::TokenOutOfWindow(format!(
                 "{} ms older than the accept limit ({} ms)",
-                (oldest - t) / 1_000_000,
+                (i128::from(oldest) - i128::from(t)) / 1_000_000,
                 self.inner.cfg.accept_limit.as_millis()
             )));
         }
         if t > newest {
             return Err(CounterError::TokenOutOfWindow(format!(
                 "{} ms in the future (limit {} ms)",
-                (t - newest) / 1_000_000,
+                (i128::from(t) - i128::from(newest)) / 1_000_000,
                 self.inner.cfg.future_limit.as_millis()
             )));
         }
@@ -483,7 +502,8 @@ impl CounterService {
         .await
         .map_err(|_| {
             CounterError::Unavailable(format!(
-                "the event log did not confirm within {} ms; retry with the same token",
+                "the event log did not confirm within {} ms: the add may or may not count; \
+                 retry with token {token} (it counts once)",
                 self.inner.cfg.grace.as_millis()
             ))
         })?
@@ -541,6 +561,11 @@ impl CounterService {
         let (token, tt) = self.token(token)?;
         if self.inner.index.contains(&key, token) {
             self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            if and_get && kind == Kind::Accurate {
+                // As a fresh add would: include everything acknowledged so far.
+                let end = self.inner.backend.log.end().await.map_err(unavailable)?;
+                self.caught_up(end).await?;
+            }
             let v = and_get.then(|| self.inner.index.values(&key));
             return Self::reply(kind, v, true, Some(token));
         }
@@ -569,8 +594,18 @@ impl CounterService {
         seq: u64,
         token: IdempotencyToken,
     ) -> Result<Reply, CounterError> {
-        self.caught_up(seq + 1).await?;
-        Self::reply(kind, Some(self.inner.index.values(key)), false, Some(token))
+        // The event is durable: a failure from here on must not read as
+        // "not recorded".
+        let recorded = |e: CounterError| match e {
+            CounterError::OutOfRange(v) => CounterError::Unavailable(format!(
+                "the add was recorded under token {token}, but the count {v} is outside int64"
+            )),
+            other => CounterError::Unavailable(format!(
+                "the add was recorded under token {token}; the count is not available yet: {other}"
+            )),
+        };
+        self.caught_up(seq + 1).await.map_err(recorded)?;
+        Self::reply(kind, Some(self.inner.index.values(key)), false, Some(token)).map_err(recorded)
     }
 
     async fn add_best_effort(
@@ -601,7 +636,19 @@ impl CounterService {
                 });
             }
         }
-        let n = self.mc_result(mc.incr(&ckey, delta, ttl_s).await)?;
+        let n = match mc.incr(&ckey, delta, ttl_s).await {
+            Ok(n) => self.mc_result(Ok(n))?,
+            Err(e) => {
+                // Not counted: drop the marker so a retry is not taken for a
+                // duplicate (best effort, like everything here).
+                if let Some(t) = token {
+                    let _ = mc
+                        .delete(&format!("tct:{}:{t}", key.replace('/', ":")))
+                        .await;
+                }
+                return self.mc_result(Err(e));
+            }
+        };
         Ok(Reply {
             count: and_get.then(|| i64::try_from(n).unwrap_or(i64::MAX)),
             consistency: "best-effort",
@@ -694,6 +741,7 @@ impl CounterService {
             appended: i.stats.appended.load(Ordering::Relaxed),
             duplicates: i.stats.duplicates.load(Ordering::Relaxed),
             late: i.stats.late.load(Ordering::Relaxed),
+            cleared: i.stats.cleared.load(Ordering::Relaxed),
             corrupt: i.stats.corrupt.load(Ordering::Relaxed),
             rollups: i.stats.rollups.load(Ordering::Relaxed),
             checkpoints_written: i.stats.checkpoints_written.load(Ordering::Relaxed),
@@ -703,7 +751,7 @@ impl CounterService {
 }
 
 /// Reads the log in order from `next` and applies it to the index.
-async fn tail(inner: Arc<Inner>, mut next: u64) {
+async fn tail(inner: Arc<Inner>, mut next: u64, replay_end: u64) {
     while !inner.stop.load(Ordering::Relaxed) {
         match inner
             .backend
@@ -727,9 +775,15 @@ async fn tail(inner: Arc<Inner>, mut next: u64) {
                         Applied::Duplicate => {
                             inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
                         }
-                        Applied::Late => {
+                        Applied::Cleared => {
+                            inner.stats.cleared.fetch_add(1, Ordering::Relaxed);
+                        }
+                        // A replay re-reads rolled-up events (the log is in
+                        // append order, not time order): only live ones count.
+                        Applied::Late if r.seq >= replay_end => {
                             inner.stats.late.fetch_add(1, Ordering::Relaxed);
                         }
+                        Applied::Late => {}
                     }
                 }
                 inner.applied.send_replace(next);
@@ -751,7 +805,7 @@ async fn rollup(inner: Arc<Inner>) {
     while !inner.stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let Ok(tt) = inner.clock.now() else { continue };
-        let lag = (inner.cfg.accept_limit + inner.cfg.grace).as_nanos() as i64;
+        let lag = nanos(inner.cfg.accept_limit + inner.cfg.grace);
         let boundary = tt.earliest_ns.saturating_sub(lag);
         if boundary.div_euclid(crate::state::SLICE_NS) * crate::state::SLICE_NS
             <= inner.index.frozen()

@@ -73,9 +73,12 @@ pub enum Applied {
     New,
     /// The token was already counted (or cleared away).
     Duplicate,
-    /// The event is behind the frozen boundary; not counted. Only events
-    /// whose append outlived the service's deadline can get here.
+    /// The event is behind the frozen boundary; not counted. Live, only
+    /// events whose append outlived the service's deadline get here; a
+    /// replay after a restart meets the already rolled-up ones too.
     Late,
+    /// An add at or before a clear of the same counter: cleared, not counted.
+    Cleared,
 }
 
 /// One counter's state.
@@ -107,18 +110,30 @@ impl CounterState {
         if t < self.frozen.max(global) {
             return Applied::Late;
         }
-        if self.clear_at.is_some_and(|c| t <= c) {
-            return Applied::Duplicate;
+        if matches!(op, Op::Add(_)) && self.clear_at.is_some_and(|c| t <= c) {
+            return Applied::Cleared;
         }
         match op {
             Op::Add(d) => {
-                if self.pending.insert((t, token.nonce), d).is_some() {
-                    return Applied::Duplicate;
+                // The first event under a token wins: a retry carrying a
+                // different delta is still the same event.
+                match self.pending.entry((t, token.nonce)) {
+                    std::collections::btree_map::Entry::Occupied(_) => return Applied::Duplicate,
+                    std::collections::btree_map::Entry::Vacant(v) => {
+                        v.insert(d);
+                    }
                 }
                 self.pending_sum += i128::from(d);
             }
             Op::Clear => {
-                let later = self.pending.split_off(&(t, u128::MAX));
+                if self.clear_at.is_some_and(|c| t <= c) {
+                    return Applied::Duplicate;
+                }
+                // Everything at or before `t` goes.
+                let later = match t.checked_add(1) {
+                    Some(next) => self.pending.split_off(&(next, 0)),
+                    None => std::collections::BTreeMap::new(),
+                };
                 let cleared: i128 = self.pending.values().map(|d| i128::from(*d)).sum();
                 self.pending = later;
                 self.pending_sum -= cleared;
@@ -260,8 +275,11 @@ impl Index {
 
     /// Applies one event read from the log at `seq`.
     pub fn apply(&self, key: &str, token: IdempotencyToken, op: Op, seq: u64) -> Applied {
-        let global = self.frozen();
+        // The boundary is read under the shard lock: a freeze moves the
+        // boundary first and then visits every shard, so an event applied
+        // here is either behind the new boundary (late) or frozen with it.
         let mut s = self.shard(key);
+        let global = self.frozen();
         let r = match s.counters.get_mut(key) {
             Some(st) => st.apply(token, op, global),
             None => {
@@ -282,10 +300,9 @@ impl Index {
     #[must_use]
     pub fn contains(&self, key: &str, token: IdempotencyToken) -> bool {
         let s = self.shard(key);
-        s.counters.get(key).is_some_and(|st| {
-            st.pending.contains_key(&(token.event_time_ns, token.nonce))
-                || st.clear_at.is_some_and(|c| token.event_time_ns <= c)
-        })
+        s.counters
+            .get(key)
+            .is_some_and(|st| st.pending.contains_key(&(token.event_time_ns, token.nonce)))
     }
 
     /// A counter's values (zero if never seen).
@@ -415,14 +432,35 @@ mod tests {
         ix.apply("n/c", tok(30, 2), Op::Add(7), 2);
         ix.apply("n/c", tok(20, 3), Op::Clear, 3);
         // A retry of the cleared add stays cleared.
+        assert_eq!(ix.apply("n/c", tok(10, 1), Op::Add(5), 4), Applied::Cleared);
+        // So does an add at the clear's own time, whatever its nonce.
         assert_eq!(
-            ix.apply("n/c", tok(10, 1), Op::Add(5), 4),
+            ix.apply("n/c", tok(20, u128::MAX), Op::Add(5), 5),
+            Applied::Cleared
+        );
+        // A repeated clear is a duplicate.
+        assert_eq!(
+            ix.apply("n/c", tok(20, 3), Op::Clear, 6),
             Applied::Duplicate
         );
         assert_eq!(ix.values("n/c").accurate, 7);
         ix.freeze(SLICE_NS);
         assert_eq!(ix.values("n/c").checkpoint, 7);
         assert_eq!(ix.values("n/c").accurate, 7);
+    }
+
+    #[test]
+    fn a_retry_with_another_delta_is_the_same_event() {
+        let ix = Index::new(0);
+        assert_eq!(ix.apply("n/c", tok(10, 1), Op::Add(5), 1), Applied::New);
+        assert_eq!(
+            ix.apply("n/c", tok(10, 1), Op::Add(7), 2),
+            Applied::Duplicate
+        );
+        assert_eq!(ix.values("n/c").accurate, 5);
+        ix.freeze(SLICE_NS);
+        assert_eq!(ix.values("n/c").checkpoint, 5);
+        assert_eq!(ix.values("n/c").accurate, 5);
     }
 
     #[test]

@@ -187,6 +187,26 @@ async fn bad_input_gets_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("older than the accept limit"), "{e}");
+    let ancient = IdempotencyToken {
+        event_time_ns: i64::MIN,
+        nonce: 1,
+    };
+    let e = svc
+        .add("ev", "x", 1, Some(ancient), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("older than the accept limit"), "{e}");
+    let far = IdempotencyToken {
+        event_time_ns: i64::MAX,
+        nonce: 1,
+    };
+    let e = svc
+        .add("ev", "x", 1, Some(far), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("in the future"), "{e}");
     let future = IdempotencyToken::fresh(now.latest_ns + 60_000_000_000);
     let e = svc
         .add("ev", "x", 1, Some(future), false)

@@ -88,6 +88,7 @@ pub struct SegmentLog {
     shared: Arc<Mutex<Shared>>,
     tx: mpsc::Sender<Request>,
     appended: Arc<tokio::sync::Notify>,
+    fsync: bool,
 }
 
 impl std::fmt::Debug for SegmentLog {
@@ -155,6 +156,7 @@ impl SegmentLog {
         let shared = Arc::new(Mutex::new(Shared { segments, end }));
         let (tx, rx) = mpsc::channel(1024);
         let appended = Arc::new(tokio::sync::Notify::new());
+        let fsync = options.fsync;
         let writer = Writer {
             dir: dir.clone(),
             options,
@@ -163,6 +165,7 @@ impl SegmentLog {
             buf: Vec::new(),
             appended: appended.clone(),
             _lock: lock,
+            failed: None,
         };
         std::thread::Builder::new()
             .name("eventlog-writer".into())
@@ -173,6 +176,7 @@ impl SegmentLog {
             shared,
             tx,
             appended,
+            fsync,
         })
     }
 
@@ -265,6 +269,11 @@ impl SegmentLog {
         };
         for path in &doomed {
             fs::remove_file(path).map_err(|e| io(path, e))?;
+        }
+        if self.fsync && !doomed.is_empty() {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(&self.dir, e))?;
         }
         Ok(doomed.len())
     }
@@ -359,6 +368,22 @@ struct Scanned {
     bytes: u64,
 }
 
+/// Whether the bad record at `offset` is a torn write: it runs past the end
+/// of the file (header or declared body incomplete). Anything else — a CRC
+/// mismatch with bytes after it, an unknown version — is corruption.
+fn torn_at(path: &Path, offset: u64, total: u64) -> Result<bool, LogError> {
+    let remaining = total - offset;
+    if remaining < HEADER as u64 {
+        return Ok(true);
+    }
+    let mut f = File::open(path).map_err(|e| io(path, e))?;
+    f.seek(SeekFrom::Start(offset)).map_err(|e| io(path, e))?;
+    let mut head = [0u8; 4];
+    f.read_exact(&mut head).map_err(|e| io(path, e))?;
+    let len = u64::from(u32::from_le_bytes(head));
+    Ok(len > remaining - HEADER as u64)
+}
+
 /// Scans a segment: its sparse index, record count and valid length. In the
 /// last segment a bad tail is truncated; elsewhere it is an error.
 fn scan(path: &Path, first: u64, last: bool) -> Result<Scanned, LogError> {
@@ -385,7 +410,7 @@ fn scan(path: &Path, first: u64, last: bool) -> Result<Scanned, LogError> {
                 count += 1;
             }
             Ok(None) => break,
-            Err(e) if last => {
+            Err(e) if last && torn_at(path, offset, total)? => {
                 tracing::warn!(
                     path = %path.display(),
                     offset,
@@ -424,6 +449,8 @@ struct Writer {
     appended: Arc<tokio::sync::Notify>,
     /// Held while the writer runs: one process per log directory.
     _lock: File,
+    /// Set when a failed group could not be cut off.
+    failed: Option<String>,
 }
 
 impl Writer {
@@ -465,6 +492,12 @@ impl Writer {
     }
 
     fn write_group(&mut self, group: &[Request], n: u64) -> Result<u64, LogError> {
+        if let Some(why) = &self.failed {
+            return Err(LogError::Io(format!(
+                "{}: the log stopped accepting appends after a write failure ({why}); restart to recover",
+                self.dir.display()
+            )));
+        }
         let (first, rotate, seg_first) = {
             let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
             let bucket = bucket_now(self.options.span);
@@ -518,7 +551,11 @@ impl Writer {
         if let Err(e) = written {
             // Nothing of this group is acknowledged: cut it off so the next
             // group does not land behind a torn record, and reopen.
-            let _ = file.set_len(base);
+            if let Err(t) = file.set_len(base) {
+                // The torn group cannot be removed: refuse every later
+                // append rather than write behind it.
+                self.failed = Some(format!("{e}; then truncating failed: {t}"));
+            }
             self.file = None;
             return Err(io(&self.dir, e));
         }
@@ -534,14 +571,10 @@ impl Writer {
     fn open_segment(&mut self, first: u64, current: Option<u64>) -> Result<(), LogError> {
         let mut s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let bucket = bucket_now(self.options.span);
-        // Reuse an empty last segment, or continue the last one after a
-        // restart if it is still in this bucket and small enough.
         if let Some(seg) = s.segments.last_mut() {
-            let reusable = seg.bytes == 0
-                || (self.file.is_none()
-                    && seg.bytes < self.options.max_bytes
-                    && (seg.bucket == bucket || seg.bucket == 0));
-            if reusable && Some(seg.first_seq) == current {
+            // Only an empty last segment is reused (after a restart the
+            // next records start a new segment, so buckets stay bounded).
+            if seg.bytes == 0 && Some(seg.first_seq) == current {
                 let f = OpenOptions::new()
                     .append(true)
                     .open(&seg.path)

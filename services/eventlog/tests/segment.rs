@@ -128,6 +128,25 @@ async fn a_torn_tail_is_cut_and_corruption_elsewhere_refuses_to_open() {
     assert_eq!(log.append(vec![env(500)]).await.unwrap(), 501);
     drop(log);
     tokio::time::sleep(Duration::from_millis(50)).await;
+    // A flipped byte in the middle of the last segment is not a torn tail:
+    // cutting there would drop acknowledged records, so opening refuses.
+    let mut segs_now: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs_now.sort();
+    let newest = segs_now.last().unwrap().clone();
+    let before = std::fs::read(&newest).unwrap();
+    let mut bytes = before.clone();
+    bytes[12] ^= 0xff;
+    std::fs::write(&newest, &bytes).unwrap();
+    assert!(matches!(
+        SegmentLog::open(dir.path(), opts(8 * 1024)),
+        Err(LogError::Corrupt(_))
+    ));
+    std::fs::write(&newest, before).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     // A flipped byte in an older segment is corruption: refuse, name it.
     let first = &segs[0];
     let mut bytes = std::fs::read(first).unwrap();
