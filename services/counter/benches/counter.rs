@@ -226,8 +226,8 @@ async fn nats(urls: Vec<String>, kind: Kind, tag: &str) -> CounterService {
         .expect("service")
 }
 
-/// AddCount over gRPC from 64 concurrent client tasks (hot key, eventual, embedded).
-async fn run_grpc(dir: &std::path::Path, adds: usize) -> Row {
+/// AddCount over gRPC from `callers` tasks on `connections` HTTP/2 connections (hot key, eventual, embedded).
+async fn run_grpc(dir: &std::path::Path, adds: usize, connections: usize, callers: usize) -> Row {
     let args = counter::cli::ServeArgs {
         backend: format!("embedded:{}", dir.display()),
         namespaces: vec!["b=eventual".into()],
@@ -243,15 +243,21 @@ async fn run_grpc(dir: &std::path::Path, adds: usize) -> Row {
     };
     let run = counter::cli::start(&args).await.expect("serve");
     let url = format!("http://{}", run.grpc);
-    let per = adds / 64;
+    let mut channels = Vec::new();
+    for _ in 0..connections {
+        channels.push(
+            counter::pb::counter_client::CounterClient::connect(url.clone())
+                .await
+                .expect("connect"),
+        );
+    }
+    let per = adds / callers;
     let t0 = Instant::now();
     let mut tasks = Vec::new();
-    for c in 0..64 {
-        let url = url.clone();
+    for c in 0..callers {
+        // Callers share a connection (HTTP/2 streams) when there are fewer.
+        let mut cl = channels[c % connections].clone();
         tasks.push(tokio::spawn(async move {
-            let mut cl = counter::pb::counter_client::CounterClient::connect(url)
-                .await
-                .expect("connect");
             let mut sum = 0;
             for i in 0..per {
                 let delta = ((c + i) % 5) as i64 + 1;
@@ -300,8 +306,10 @@ async fn run_grpc(dir: &std::path::Path, adds: usize) -> Row {
     };
     run.stop();
     Row {
-        name: "eventual, embedded, over gRPC (64 clients)".into(),
-        adds_per_s: (per * 64) as f64 / took.as_secs_f64(),
+        name: format!(
+            "eventual, embedded, over gRPC ({callers} callers on {connections} connections)"
+        ),
+        adds_per_s: (per * callers) as f64 / took.as_secs_f64(),
         get_p50_us: percentile(&mut lat, 0.5),
         get_p99_us: percentile(&mut lat, 0.99),
         exact,
@@ -347,7 +355,8 @@ fn main() {
             }
             Err(e) => eprintln!("NATS: SKIPPED ({e})"),
         }
-        rows.push(run_grpc(&tmp.path().join("grpc"), adds / 4).await);
+        rows.push(run_grpc(&tmp.path().join("grpc"), adds / 4, 64, 64).await);
+        rows.push(run_grpc(&tmp.path().join("grpc-mux"), adds / 4, 4, 256).await);
 
         let base = rows[0].adds_per_s;
         println!("\nCounter: {CALLERS} concurrent callers on one hot counter, 10% of adds retried with the same token");

@@ -200,7 +200,8 @@ pub struct Reply {
     pub consistency: &'static str,
     /// The count includes every event before this TAI time (ns), if known.
     pub as_of_ns: Option<i64>,
-    /// The token had been counted already.
+    /// The token had been counted already (exact for add-and-get; a plain
+    /// add may not know yet: the event still counts once).
     pub duplicate: bool,
     /// The token the event was recorded under.
     pub token: Option<String>,
@@ -559,13 +560,15 @@ impl CounterService {
                 .await;
         }
         let (token, tt) = self.token(token)?;
+        if and_get {
+            // Apply everything acknowledged so far first: the reply then
+            // says exactly whether this token was already counted, and the
+            // count includes every earlier add.
+            let end = self.inner.backend.log.end().await.map_err(unavailable)?;
+            self.caught_up(end).await?;
+        }
         if self.inner.index.contains(&key, token) {
             self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-            if and_get && kind == Kind::Accurate {
-                // As a fresh add would: include everything acknowledged so far.
-                let end = self.inner.backend.log.end().await.map_err(unavailable)?;
-                self.caught_up(end).await?;
-            }
             let v = and_get.then(|| self.inner.index.values(&key));
             return Self::reply(kind, v, true, Some(token));
         }
