@@ -217,20 +217,10 @@ fn start_counter(
     });
     let mut serve = counter::cli::ServeArgs {
         backend,
-        namespaces: vec![
-            "views=eventual".into(),
-            "likes=accurate".into(),
-            "experiments=best-effort:3600".into(),
-        ],
         grpc: args.counter_grpc,
         http: args.counter_http,
         memcached: args.counter_memcached,
-        fbclock: None,
-        system_clock_bound_us: 10_000,
-        accept_limit_ms: 5_000,
-        grace_ms: 2_000,
-        rollup_interval_ms: 250,
-        no_fsync: false,
+        ..counter::cli::ServeArgs::defaults()
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -238,15 +228,12 @@ fn start_counter(
         .enable_all()
         .build()
         .context("starting the counter runtime")?;
-    let clock = truetime.map(|c| eventlog::TimeSource::Fbclock(Arc::new(c.clone())));
     let start = |serve: &counter::cli::ServeArgs| {
-        runtime.block_on(async {
-            let cfg = serve.config()?;
-            let backend = serve.backend().await?;
-            let clock = clock.clone().unwrap_or_else(|| serve.clock());
-            let service = counter::CounterService::start(cfg, clock, backend).await?;
-            counter::cli::listen(service, serve.grpc, serve.http).await
-        })
+        let clock = truetime.map_or_else(
+            || serve.clock(),
+            |c| eventlog::TimeSource::Fbclock(Arc::new(c.clone())),
+        );
+        runtime.block_on(counter::cli::start_with_clock(serve, clock))
     };
     let (running, fallback) = match start(&serve) {
         Ok(r) => (r, false),

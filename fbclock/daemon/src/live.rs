@@ -258,7 +258,6 @@ struct Reader {
     /// Truth at which the fault window starts and ends.
     phase_edges: (i64, i64),
     checks: u64,
-    violations: u64,
     worst: i64,
     /// Truth and WOU of the worst violation.
     worst_at: (i64, i64),
@@ -299,7 +298,6 @@ impl Reader {
         let w = tt.wou_ns();
         let outside = (before - tt.latest_ns).max(tt.earliest_ns - after);
         if outside > 0 {
-            self.violations += 1;
             p.violations += 1;
             let (first, _) = self.violation_span.unwrap_or((before, before));
             self.violation_span = Some((first, before));
@@ -480,7 +478,6 @@ pub fn run(cfg: &LiveConfig, sim: &Sim, source: Arc<dyn TimeSource>) -> anyhow::
                     tb,
                     phase_edges: edges,
                     checks: 0,
-                    violations: 0,
                     worst: 0,
                     worst_at: (0, 0),
                     violation_span: None,
@@ -582,17 +579,15 @@ pub fn run(cfg: &LiveConfig, sim: &Sim, source: Arc<dyn TimeSource>) -> anyhow::
         phases: Default::default(),
         model_resets,
     };
+    let secs = |t: i64| (t - truth_start) as f64 / NS_PER_S;
     for (host, r) in readers.into_iter().enumerate() {
         report.checks += r.checks;
-        report.violations += r.violations;
         if r.worst > report.worst_violation_ns {
             report.worst_violation_ns = r.worst;
             let (truth, wou) = r.worst_at;
-            let at = (truth - truth_start) as f64 / NS_PER_S;
-            report.worst_violation_at = Some((at, host, wou));
+            report.worst_violation_at = Some((secs(truth), host, wou));
         }
         if let Some((a, b)) = r.violation_span {
-            let secs = |t: i64| (t - truth_start) as f64 / NS_PER_S;
             let (lo, hi) = report.violation_span.unwrap_or((f64::MAX, f64::MIN));
             report.violation_span = Some((lo.min(secs(a)), hi.max(secs(b))));
         }
@@ -614,6 +609,7 @@ pub fn run(cfg: &LiveConfig, sim: &Sim, source: Arc<dyn TimeSource>) -> anyhow::
             }
         }
     }
+    report.violations = report.phase_violations.iter().sum();
     report.transactions = txs.len() as u64;
     report.order_violations += order_violations(&txs);
     report.wou = stats(all.reads, all.max, &mut all.samples);

@@ -262,7 +262,6 @@ impl CardSource {
     }
 }
 
-/// The tightest of three bracketed reads: (host midpoint, card time).
 /// The narrowest of three card reads: (host midpoint, card time, half the
 /// bracket width — how far the latch can be from the midpoint).
 fn best_of_three(card: &TimeCard) -> Result<(i64, i64, i64), CardError> {

@@ -233,13 +233,11 @@ async fn run_grpc(dir: &std::path::Path, adds: usize, connections: usize, caller
         namespaces: vec!["b=eventual".into()],
         grpc: "127.0.0.1:0".parse().expect("addr"),
         http: "127.0.0.1:0".parse().expect("addr"),
-        memcached: None,
-        fbclock: None,
         system_clock_bound_us: 1000,
         accept_limit_ms: 500,
         grace_ms: 1500,
         rollup_interval_ms: 50,
-        no_fsync: false,
+        ..counter::cli::ServeArgs::defaults()
     };
     let run = counter::cli::start(&args).await.expect("serve");
     let url = format!("http://{}", run.grpc);

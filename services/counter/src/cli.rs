@@ -111,7 +111,21 @@ pub struct ServeArgs {
     pub no_fsync: bool,
 }
 
+/// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
+#[derive(clap::Parser)]
+struct ServeOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
 impl ServeArgs {
+    /// The defaults of `serve`, as its flags declare them (one source of
+    /// truth for `timecard up`, tests and benchmarks).
+    #[must_use]
+    pub fn defaults() -> Self {
+        <ServeOnly as clap::Parser>::parse_from(["serve"]).args
+    }
+
     /// The service configuration these arguments describe.
     pub fn config(&self) -> anyhow::Result<CounterConfig> {
         let mut namespaces: HashMap<String, Kind> = HashMap::new();
@@ -200,14 +214,20 @@ impl Running {
 
 /// Starts the service and both listeners on the current runtime.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
+    start_with_clock(args, args.clock()).await
+}
+
+/// As [`start`], with TrueTime from `clock` (`timecard up` hands over its
+/// in-process fbclockd client).
+pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let cfg = args.config()?;
     let backend = args.backend().await?;
-    let service = CounterService::start(cfg, args.clock(), backend).await?;
+    let service = CounterService::start(cfg, clock, backend).await?;
     listen(service, args.grpc, args.http).await
 }
 
 /// Serves a started service on gRPC and HTTP (stops it if binding fails).
-pub async fn listen(
+async fn listen(
     service: CounterService,
     grpc: SocketAddr,
     http: SocketAddr,

@@ -272,6 +272,17 @@ struct Inner {
     stop: AtomicBool,
 }
 
+impl Inner {
+    /// Whether the tailer applies every record below `seq_end` within `timeout`.
+    async fn applied_through(&self, seq_end: u64, timeout: Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|a| *a >= seq_end)).await,
+            Ok(Ok(_))
+        )
+    }
+}
+
 /// The running service (cheap to clone).
 #[derive(Clone)]
 pub struct CounterService {
@@ -294,6 +305,32 @@ fn check_name(what: &'static str, name: &str) -> Result<(), CounterError> {
             what,
             name: name.chars().take(80).collect(),
         })
+    }
+}
+
+/// The memcached key of a best-effort counter (`namespace/counter`).
+fn mc_counter_key(key: &str) -> String {
+    format!("tc:{}", key.replace('/', ":"))
+}
+
+/// The memcached key marking `token` as counted for `key`.
+fn mc_marker_key(key: &str, token: IdempotencyToken) -> String {
+    format!("tct:{}:{token}", key.replace('/', ":"))
+}
+
+/// A best-effort reply (memcached counters are unsigned; a count beyond
+/// int64 reads as `i64::MAX`).
+fn best_effort_reply(
+    count: Option<u64>,
+    duplicate: bool,
+    token: Option<IdempotencyToken>,
+) -> Reply {
+    Reply {
+        count: count.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
+        consistency: "best-effort",
+        as_of_ns: None,
+        duplicate,
+        token: token.map(|t| t.to_string()),
     }
 }
 
@@ -515,12 +552,24 @@ impl CounterService {
 
     /// Waits until the tailer has applied every record below `seq_end`.
     async fn caught_up(&self, seq_end: u64) -> Result<(), CounterError> {
-        let mut rx = self.inner.applied.subscribe();
-        tokio::time::timeout(self.inner.cfg.grace, rx.wait_for(|a| *a >= seq_end))
+        if self
+            .inner
+            .applied_through(seq_end, self.inner.cfg.grace)
             .await
-            .map_err(|_| CounterError::Unavailable("the log tailer is behind; retry".into()))?
-            .map_err(|_| CounterError::Unavailable("service stopping".into()))?;
-        Ok(())
+        {
+            Ok(())
+        } else {
+            Err(CounterError::Unavailable(
+                "the log tailer is behind (or the service is stopping); retry".into(),
+            ))
+        }
+    }
+
+    /// Waits until everything acknowledged so far is applied (the read
+    /// barrier of accurate reads).
+    async fn barrier(&self) -> Result<(), CounterError> {
+        let end = self.inner.backend.log.end().await.map_err(unavailable)?;
+        self.caught_up(end).await
     }
 
     fn reply(
@@ -564,8 +613,7 @@ impl CounterService {
             // Apply everything acknowledged so far first: the reply then
             // says exactly whether this token was already counted, and the
             // count includes every earlier add.
-            let end = self.inner.backend.log.end().await.map_err(unavailable)?;
-            self.caught_up(end).await?;
+            self.barrier().await?;
         }
         if self.inner.index.contains(&key, token) {
             self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
@@ -620,45 +668,28 @@ impl CounterService {
         and_get: bool,
     ) -> Result<Reply, CounterError> {
         let mc = self.memcache()?;
-        let ckey = format!("tc:{}", key.replace('/', ":"));
-        if let Some(t) = token {
-            let marker = format!("tct:{}:{t}", key.replace('/', ":"));
-            if !self.mc_result(mc.add(&marker, b"1", ttl_s).await)? {
-                self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
-                let count = if and_get {
-                    Some(self.mc_result(mc.get_counter(&ckey).await)?.unwrap_or(0))
-                } else {
-                    None
-                };
-                return Ok(Reply {
-                    count: count.map(|c| i64::try_from(c).unwrap_or(i64::MAX)),
-                    consistency: "best-effort",
-                    as_of_ns: None,
-                    duplicate: true,
-                    token: Some(t.to_string()),
-                });
-            }
+        let ckey = mc_counter_key(key);
+        if let Some(t) = token
+            && !self.mc_result(mc.add(&mc_marker_key(key, t), b"1", ttl_s).await)?
+        {
+            self.inner.stats.duplicates.fetch_add(1, Ordering::Relaxed);
+            let count = if and_get {
+                Some(self.mc_result(mc.get_counter(&ckey).await)?.unwrap_or(0))
+            } else {
+                None
+            };
+            return Ok(best_effort_reply(count, true, token));
         }
-        let n = match mc.incr(&ckey, delta, ttl_s).await {
-            Ok(n) => self.mc_result(Ok(n))?,
-            Err(e) => {
-                // Not counted: drop the marker so a retry is not taken for a
-                // duplicate (best effort, like everything here).
-                if let Some(t) = token {
-                    let _ = mc
-                        .delete(&format!("tct:{}:{t}", key.replace('/', ":")))
-                        .await;
-                }
-                return self.mc_result(Err(e));
-            }
-        };
-        Ok(Reply {
-            count: and_get.then(|| i64::try_from(n).unwrap_or(i64::MAX)),
-            consistency: "best-effort",
-            as_of_ns: None,
-            duplicate: false,
-            token: token.map(|t| t.to_string()),
-        })
+        let incr = mc.incr(&ckey, delta, ttl_s).await;
+        if incr.is_err()
+            && let Some(t) = token
+        {
+            // Not counted: drop the marker so a retry is not taken for a
+            // duplicate (best effort, like everything here).
+            let _ = mc.delete(&mc_marker_key(key, t)).await;
+        }
+        let n = self.mc_result(incr)?;
+        Ok(best_effort_reply(and_get.then_some(n), false, token))
     }
 
     /// `GetCount`.
@@ -668,20 +699,12 @@ impl CounterService {
         match kind {
             Kind::BestEffort { .. } => {
                 let mc = self.memcache()?;
-                let ckey = format!("tc:{}", key.replace('/', ":"));
-                let n = self.mc_result(mc.get_counter(&ckey).await)?.unwrap_or(0);
-                Ok(Reply {
-                    count: Some(i64::try_from(n).unwrap_or(i64::MAX)),
-                    consistency: "best-effort",
-                    as_of_ns: None,
-                    duplicate: false,
-                    token: None,
-                })
+                let n = self.mc_result(mc.get_counter(&mc_counter_key(&key)).await)?;
+                Ok(best_effort_reply(Some(n.unwrap_or(0)), false, None))
             }
             Kind::Eventual => Self::reply(kind, Some(self.inner.index.values(&key)), false, None),
             Kind::Accurate => {
-                let end = self.inner.backend.log.end().await.map_err(unavailable)?;
-                self.caught_up(end).await?;
+                self.barrier().await?;
                 Self::reply(kind, Some(self.inner.index.values(&key)), false, None)
             }
         }
@@ -698,15 +721,8 @@ impl CounterService {
         let key = Self::key(ns, counter)?;
         if let Kind::BestEffort { .. } = kind {
             let mc = self.memcache()?;
-            let ckey = format!("tc:{}", key.replace('/', ":"));
-            self.mc_result(mc.delete(&ckey).await)?;
-            return Ok(Reply {
-                count: Some(0),
-                consistency: "best-effort",
-                as_of_ns: None,
-                duplicate: false,
-                token: None,
-            });
+            self.mc_result(mc.delete(&mc_counter_key(&key)).await)?;
+            return Ok(best_effort_reply(Some(0), false, None));
         }
         let (token, tt) = self.token(token)?;
         let seq = self.append(key.clone(), token, tt, Op::Clear).await?;
@@ -810,8 +826,7 @@ async fn rollup(inner: Arc<Inner>) {
         let Ok(tt) = inner.clock.now() else { continue };
         let lag = nanos(inner.cfg.accept_limit + inner.cfg.grace);
         let boundary = tt.earliest_ns.saturating_sub(lag);
-        if boundary.div_euclid(crate::state::SLICE_NS) * crate::state::SLICE_NS
-            <= inner.index.frozen()
+        if crate::state::slice_floor(boundary) <= inner.index.frozen()
             && unsaved.is_empty()
             && saved_boundary == inner.index.frozen()
         {
@@ -820,10 +835,9 @@ async fn rollup(inner: Arc<Inner>) {
         let Ok(end) = inner.backend.log.end().await else {
             continue;
         };
-        let mut rx = inner.applied.subscribe();
-        if tokio::time::timeout(inner.cfg.rollup_interval * 4, rx.wait_for(|a| *a >= end))
+        if !inner
+            .applied_through(end, inner.cfg.rollup_interval * 4)
             .await
-            .is_err()
         {
             continue;
         }

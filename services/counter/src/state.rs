@@ -234,6 +234,12 @@ fn slice_of(t: i64) -> i64 {
     t.div_euclid(SLICE_NS)
 }
 
+/// `t` rounded down to a slice edge: the boundary a freeze at `t` uses.
+#[must_use]
+pub fn slice_floor(t: i64) -> i64 {
+    slice_of(t) * SLICE_NS
+}
+
 impl Index {
     /// An empty index whose boundary is `frozen`.
     #[must_use]
@@ -328,7 +334,7 @@ impl Index {
     /// returns the changed checkpoints. Counters that did not change are not
     /// returned (their stored checkpoint stays valid: no event fell between).
     pub fn freeze(&self, boundary: i64) -> Vec<Checkpoint> {
-        let boundary = slice_of(boundary) * SLICE_NS;
+        let boundary = slice_floor(boundary);
         {
             let mut g = self.frozen.lock().unwrap_or_else(PoisonError::into_inner);
             if boundary <= *g {

@@ -17,13 +17,11 @@ fn args(dir: &std::path::Path) -> ServeArgs {
         namespaces: vec!["ev=eventual".into(), "acc=accurate".into()],
         grpc: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
-        memcached: None,
-        fbclock: None,
         system_clock_bound_us: 1000,
         accept_limit_ms: 300,
         grace_ms: 1000,
         rollup_interval_ms: 20,
-        no_fsync: false,
+        ..counter::cli::ServeArgs::defaults()
     }
 }
 

@@ -125,9 +125,8 @@ impl Backend {
         match spec {
             BackendSpec::Embedded { dir } => {
                 let root = dir.join(service);
+                // Opening the log creates `root` too.
                 let log = SegmentLog::open(root.join("log"), options.segments.clone())?;
-                std::fs::create_dir_all(&root)
-                    .map_err(|e| crate::log::LogError::Io(format!("{}: {e}", root.display())))?;
                 let kv = RedbKv::open(root.join("state.redb"))?;
                 Ok(Self {
                     log: EventLog::Embedded(log),

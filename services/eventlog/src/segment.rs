@@ -498,7 +498,7 @@ impl Writer {
                 self.dir.display()
             )));
         }
-        let (first, rotate, seg_first) = {
+        let (first, rotate) = {
             let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
             let bucket = bucket_now(self.options.span);
             let rotate = match s.segments.last() {
@@ -509,10 +509,10 @@ impl Writer {
                         || seg.bytes >= self.options.max_bytes
                 }
             };
-            (s.end, rotate, s.segments.last().map(|g| g.first_seq))
+            (s.end, rotate)
         };
         if rotate {
-            self.open_segment(first, seg_first)?;
+            self.open_segment(first)?;
         }
         self.buf.clear();
         let mut seq = first;
@@ -568,13 +568,13 @@ impl Writer {
         Ok(first)
     }
 
-    fn open_segment(&mut self, first: u64, current: Option<u64>) -> Result<(), LogError> {
+    fn open_segment(&mut self, first: u64) -> Result<(), LogError> {
         let mut s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let bucket = bucket_now(self.options.span);
         if let Some(seg) = s.segments.last_mut() {
             // Only an empty last segment is reused (after a restart the
             // next records start a new segment, so buckets stay bounded).
-            if seg.bytes == 0 && Some(seg.first_seq) == current {
+            if seg.bytes == 0 {
                 let f = OpenOptions::new()
                     .append(true)
                     .open(&seg.path)
