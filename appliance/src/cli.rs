@@ -210,6 +210,24 @@ pub enum Command {
             curl -s -XPOST 127.0.0.1:7341/v1/counters/likes/video42/add -d '{\"delta\": 1}'"
     )]
     Counter(counter::cli::Command),
+
+    /// The notification pipeline: serve it, or publish/pull/state/register on a running one
+    #[command(
+        subcommand,
+        long_about = "Rapid event notification (Netflix RENO style), ordered by TrueTime. \
+            Events are durable per priority (high, medium, low) and member shard before they \
+            are acknowledged; gates drop stale events (by TrueTime age against the type's \
+            threshold) and duplicates (same idempotency key CREATION_TIME_NS:NONCE); every \
+            notification is stored per member for devices to pull, and pushed to online \
+            devices through one bulkhead per channel (APNs, FCM, the push edge).\n\n\
+            `timecard up` runs it (gRPC on 127.0.0.1:7350, HTTP/JSON and /metrics on :7351); \
+            `timecard notify serve` runs it alone.",
+        after_help = "Examples:\n  timecard notify register m1 tv1 --type tv\n  \
+            timecard notify publish --type new-episode --member m1 --body '{\"show\":\"Dark\"}'\n  \
+            timecard notify pull m1\n  timecard notify state m1\n  \
+            curl -s 127.0.0.1:7351/v1/events -d '{\"type\":\"live-event\",\"member\":\"m1\",\"body\":{}}'"
+    )]
+    Notify(notify::cli::Command),
 }
 
 /// Flags of `timecard linearizability`.
@@ -639,6 +657,31 @@ pub struct UpArgs {
     /// The distributed counter `up` runs.
     #[command(flatten)]
     pub counter: CounterArgs,
+
+    /// The notification pipeline `up` runs.
+    #[command(flatten)]
+    pub notify: NotifyArgs,
+}
+
+/// Flags of the notification pipeline inside `timecard up`.
+#[derive(Debug, Args)]
+pub struct NotifyArgs {
+    /// Do not start the notification pipeline
+    #[arg(long)]
+    pub no_notify: bool,
+
+    /// Notify event logs and member store: embedded:DIR or nats://HOST:PORT[,…]
+    /// [default: embedded:$TMPDIR/timecard-data]
+    #[arg(long, value_name = "SPEC")]
+    pub notify_backend: Option<String>,
+
+    /// Notify gRPC address (port in use: an ephemeral port, and `up` says so)
+    #[arg(long, value_name = "ADDR", default_value = notify::cli::DEFAULT_GRPC)]
+    pub notify_grpc: std::net::SocketAddr,
+
+    /// Notify HTTP/JSON address (also /metrics)
+    #[arg(long, value_name = "ADDR", default_value = notify::cli::DEFAULT_HTTP)]
+    pub notify_http: std::net::SocketAddr,
 }
 
 /// Flags of the counter service inside `timecard up`.

@@ -231,13 +231,14 @@ fn up_goes_from_unsynced_to_in_sync() {
     // server then announces class 6 and fbclockd publishes TrueTime.
     let dir = Scratch::new("up");
     let shm = dir.path("fbclock").display().to_string();
-    let ports: Vec<u16> = (0..2)
+    let ports: Vec<u16> = (0..4)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
         .collect::<Vec<_>>()
         .iter()
         .map(|l| l.local_addr().unwrap().port())
         .collect();
     let grpc = format!("127.0.0.1:{}", ports[0]);
+    let notify_grpc = format!("127.0.0.1:{}", ports[2]);
     let data = format!("embedded:{}", dir.path("data").display());
     let child = timecard()
         .args([
@@ -257,6 +258,12 @@ fn up_goes_from_unsynced_to_in_sync() {
             "--counter-http",
             &format!("127.0.0.1:{}", ports[1]),
             "--counter-backend",
+            &data,
+            "--notify-grpc",
+            &notify_grpc,
+            "--notify-http",
+            &format!("127.0.0.1:{}", ports[3]),
+            "--notify-backend",
             &data,
         ])
         .stdout(Stdio::piped())
@@ -282,6 +289,48 @@ fn up_goes_from_unsynced_to_in_sync() {
     assert!(added.starts_with("2 (accurate)"), "{added}");
     let got = run(&["counter", "get", "likes", "up-test", "--server", &grpc]);
     assert_eq!(stdout(&got).trim(), "2 (accurate)", "{}", stderr(&got));
+    // The notification pipeline: a device, an event, the device pulls it.
+    let reg = run(&[
+        "notify",
+        "register",
+        "m1",
+        "tv1",
+        "--type",
+        "tv",
+        "--server",
+        &notify_grpc,
+    ]);
+    assert!(reg.status.success(), "{}", stderr(&reg));
+    let published = run(&[
+        "notify",
+        "publish",
+        "--type",
+        "live-event",
+        "--member",
+        "m1",
+        "--body",
+        r#"{"match":"final"}"#,
+        "--server",
+        &notify_grpc,
+    ]);
+    assert!(
+        stdout(&published).contains("accepted: priority high"),
+        "{}",
+        stderr(&published)
+    );
+    let pulled = loop {
+        let p = run(&["notify", "pull", "m1", "--server", &notify_grpc]);
+        if stdout(&p).contains("live-event") {
+            break stdout(&p);
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(17),
+            "never pulled: {}",
+            stderr(&p)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(pulled.contains(r#"{"match":"final"}"#), "{pulled}");
     let bad = run(&["counter", "get", "nope", "x", "--server", &grpc]);
     assert!(
         !bad.status.success() && stderr(&bad).contains("unknown namespace"),
@@ -336,6 +385,10 @@ fn up_goes_from_unsynced_to_in_sync() {
     assert!(
         text.contains(&format!("counter    gRPC {grpc}")) && text.contains("clock: fbclock"),
         "banner names the counter and its TrueTime source:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("notify     gRPC {notify_grpc}")) && text.contains("+ notify"),
+        "banner names the notification pipeline:\n{text}"
     );
     assert!(
         !std::path::Path::new(&shm).exists(),

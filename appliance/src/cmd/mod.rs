@@ -57,13 +57,25 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
                 "counter",
                 "the counter does not open a card",
             )?;
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-                .block_on(counter::cli::run(cmd))
+            service_runtime()?.block_on(counter::cli::run(cmd))
+        }
+        Command::Notify(cmd) => {
+            refuse_device(
+                device.as_ref(),
+                "notify",
+                "the notification pipeline does not open a card",
+            )?;
+            service_runtime()?.block_on(notify::cli::run(cmd))
         }
     }
+}
+
+/// The runtime a service command runs on.
+fn service_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
 }
 
 /// A usage error for `--device` given to a command that does not open a device.

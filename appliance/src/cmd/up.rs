@@ -157,50 +157,90 @@ fn start_fbclock(
     ))
 }
 
-/// The counter service on its own tokio runtime.
-struct CounterComponent {
+/// A service (counter, notify) on its own tokio runtime.
+struct ServiceComponent {
+    name: &'static str,
     /// The runtime (dropping it stops the listeners' tasks).
     runtime: Option<tokio::runtime::Runtime>,
-    /// The running service.
-    running: counter::cli::Running,
-    /// The configured ports were in use and ephemeral ones are used.
-    fallback: bool,
+    /// The banner line.
+    summary: Box<dyn Fn() -> String>,
+    /// Stops the service on its runtime.
+    stop: Box<dyn Fn(&tokio::runtime::Runtime)>,
 }
 
-impl Component for CounterComponent {
+impl Component for ServiceComponent {
     fn name(&self) -> &'static str {
-        "counter"
+        self.name
     }
 
     fn summary(&self) -> String {
-        let st = self.running.service.status();
-        let ns: Vec<String> = st
-            .namespaces
-            .iter()
-            .map(|(n, k)| format!("{n}={k}"))
-            .collect();
-        format!(
-            "gRPC {} HTTP http://{}/v1/status{}; namespaces {}; {}; clock: {}",
-            self.running.grpc,
-            self.running.http,
-            if self.fallback {
-                " (default ports in use)"
-            } else {
-                ""
-            },
-            ns.join(" "),
-            st.backend,
-            st.clock
-        )
+        (self.summary)()
     }
 }
 
-impl Drop for CounterComponent {
+impl Drop for ServiceComponent {
     fn drop(&mut self) {
-        self.running.stop();
         if let Some(rt) = self.runtime.take() {
+            (self.stop)(&rt);
             rt.shutdown_timeout(std::time::Duration::from_secs(2));
         }
+    }
+}
+
+/// Starts a service on a runtime of its own with `start(runtime, ephemeral)`;
+/// when its default ports are in use it starts again on ephemeral ports
+/// (`ephemeral = true`) and says so. Returns the runtime, the service and
+/// whether it fell back.
+fn start_service<R>(
+    name: &'static str,
+    start: impl Fn(&tokio::runtime::Runtime, bool) -> anyhow::Result<R>,
+) -> Result<(tokio::runtime::Runtime, R, bool)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()
+        .with_context(|| format!("starting the {name} runtime"))?;
+    match start(&runtime, false) {
+        Ok(r) => Ok((runtime, r, false)),
+        Err(e)
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+            }) =>
+        {
+            tracing::warn!(error = %e, "{name}: default ports in use, using ephemeral ports");
+            let r =
+                start(&runtime, true).with_context(|| format!("starting the {name} service"))?;
+            Ok((runtime, r, true))
+        }
+        Err(e) => Err(e.context(format!("starting the {name} service"))),
+    }
+}
+
+/// TrueTime from `truetime` when fbclockd runs, else the service's own choice.
+fn service_clock(
+    truetime: Option<&fbclock::FbClock>,
+    fallback: impl FnOnce() -> eventlog::TimeSource,
+) -> eventlog::TimeSource {
+    truetime.map_or_else(fallback, |c| {
+        eventlog::TimeSource::Fbclock(Arc::new(c.clone()))
+    })
+}
+
+/// Where the services keep their data unless told otherwise.
+fn default_backend() -> String {
+    format!(
+        "embedded:{}",
+        std::env::temp_dir().join("timecard-data").display()
+    )
+}
+
+fn fallback_note(fallback: bool) -> &'static str {
+    if fallback {
+        " (default ports in use)"
+    } else {
+        ""
     }
 }
 
@@ -208,52 +248,86 @@ impl Drop for CounterComponent {
 fn start_counter(
     args: &crate::cli::CounterArgs,
     truetime: Option<&fbclock::FbClock>,
-) -> Result<CounterComponent> {
-    let backend = args.counter_backend.clone().unwrap_or_else(|| {
-        format!(
-            "embedded:{}",
-            std::env::temp_dir().join("timecard-data").display()
-        )
-    });
-    let mut serve = counter::cli::ServeArgs {
-        backend,
+) -> Result<ServiceComponent> {
+    let serve = counter::cli::ServeArgs {
+        backend: args.counter_backend.clone().unwrap_or_else(default_backend),
         grpc: args.counter_grpc,
         http: args.counter_http,
         memcached: args.counter_memcached,
         ..counter::cli::ServeArgs::defaults()
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("counter")
-        .enable_all()
-        .build()
-        .context("starting the counter runtime")?;
-    let start = |serve: &counter::cli::ServeArgs| {
-        let clock = truetime.map_or_else(
-            || serve.clock(),
-            |c| eventlog::TimeSource::Fbclock(Arc::new(c.clone())),
-        );
-        runtime.block_on(counter::cli::start_with_clock(serve, clock))
-    };
-    let (running, fallback) = match start(&serve) {
-        Ok(r) => (r, false),
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
-            }) =>
-        {
-            tracing::warn!(error = %e, "counter: default ports in use, using ephemeral ports");
+    let (runtime, running, fallback) = start_service("counter", |rt, ephemeral| {
+        let mut serve = serve.clone();
+        if ephemeral {
             serve.grpc.set_port(0);
             serve.http.set_port(0);
-            (start(&serve).context("starting the counter service")?, true)
         }
-        Err(e) => return Err(e.context("starting the counter service")),
-    };
-    Ok(CounterComponent {
+        let clock = service_clock(truetime, || serve.clock());
+        rt.block_on(counter::cli::start_with_clock(&serve, clock))
+    })?;
+    let running = Arc::new(running);
+    let stopper = running.clone();
+    Ok(ServiceComponent {
+        name: "counter",
         runtime: Some(runtime),
-        running,
-        fallback,
+        summary: Box::new(move || {
+            let st = running.service.status();
+            let ns: Vec<String> = st
+                .namespaces
+                .iter()
+                .map(|(n, k)| format!("{n}={k}"))
+                .collect();
+            format!(
+                "gRPC {} HTTP http://{}/v1/status{}; namespaces {}; {}; clock: {}",
+                running.grpc,
+                running.http,
+                fallback_note(fallback),
+                ns.join(" "),
+                st.backend,
+                st.clock
+            )
+        }),
+        stop: Box::new(move |_| stopper.stop()),
+    })
+}
+
+/// Starts the notification pipeline; TrueTime from `truetime` when fbclockd runs.
+fn start_notify(
+    args: &crate::cli::NotifyArgs,
+    truetime: Option<&fbclock::FbClock>,
+) -> Result<ServiceComponent> {
+    let serve = notify::cli::ServeArgs {
+        backend: args.notify_backend.clone().unwrap_or_else(default_backend),
+        grpc: args.notify_grpc,
+        http: args.notify_http,
+        ..notify::cli::ServeArgs::defaults()
+    };
+    let (runtime, running, fallback) = start_service("notify", |rt, ephemeral| {
+        let mut serve = serve.clone();
+        if ephemeral {
+            serve.grpc.set_port(0);
+            serve.http.set_port(0);
+        }
+        let clock = service_clock(truetime, || serve.clock());
+        rt.block_on(notify::cli::start_with_clock(&serve, clock))
+    })?;
+    let running = Arc::new(running);
+    let stopper = running.clone();
+    Ok(ServiceComponent {
+        name: "notify",
+        runtime: Some(runtime),
+        summary: Box::new(move || {
+            let st = running.service.status();
+            format!(
+                "gRPC {} HTTP http://{}/v1/status{}; metrics /metrics; {}; clock: {}",
+                running.grpc,
+                running.http,
+                fallback_note(fallback),
+                st["backend"].as_str().unwrap_or_default(),
+                st["clock"].as_str().unwrap_or_default()
+            )
+        }),
+        stop: Box::new(move |rt| rt.block_on(stopper.stop())),
     })
 }
 
@@ -397,12 +471,16 @@ fn serve(
     if counter_on {
         components.push(Box::new(start_counter(&args.counter, truetime.as_ref())?));
     }
+    let notify_on = !args.notify.no_notify;
+    if notify_on {
+        components.push(Box::new(start_notify(&args.notify, truetime.as_ref())?));
+    }
     let stop = match args.duration {
         Some(d) => format!("stops after {}, or press Ctrl-C", format_duration(d)),
         None => "press Ctrl-C to stop".to_owned(),
     };
     let mut banner = format!(
-        "timecard up: {} + driver + supervisor{}{}{} running; {stop}\n",
+        "timecard up: {} + driver + supervisor{}{}{}{} running; {stop}\n",
         card.what,
         if shared.is_some() {
             " + PTP server"
@@ -414,7 +492,8 @@ fn serve(
         } else {
             ""
         },
-        if counter_on { " + counter" } else { "" }
+        if counter_on { " + counter" } else { "" },
+        if notify_on { " + notify" } else { "" }
     );
     for c in components.iter() {
         banner.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));

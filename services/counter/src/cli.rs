@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use eventlog::backend::{Backend, BackendOptions, BackendSpec};
-use eventlog::segment::SegmentOptions;
+use eventlog::backend::Backend;
 use eventlog::{IdempotencyToken, TimeSource};
 use tokio::net::TcpListener;
 
@@ -164,32 +163,15 @@ impl ServeArgs {
     /// The TrueTime source: fbclock if given and readable, else the system clock.
     #[must_use]
     pub fn clock(&self) -> TimeSource {
-        let path = self
-            .fbclock
-            .clone()
-            .unwrap_or_else(|| fbclock::DEFAULT_PATH.into());
-        match fbclock::FbClock::open(&path) {
-            Ok(c) => TimeSource::Fbclock(std::sync::Arc::new(c)),
-            Err(e) => {
-                if self.fbclock.is_some() {
-                    tracing::warn!(path = %path.display(), error = %e, "fbclock unavailable; using the system clock");
-                }
-                TimeSource::system(self.system_clock_bound_us.saturating_mul(1000))
-            }
-        }
+        TimeSource::fbclock_or_system(
+            self.fbclock.as_deref(),
+            self.system_clock_bound_us.saturating_mul(1000),
+        )
     }
 
     /// Opens the backend.
     pub async fn backend(&self) -> anyhow::Result<Backend> {
-        let spec: BackendSpec = self.backend.parse()?;
-        let options = BackendOptions {
-            segments: SegmentOptions {
-                fsync: !self.no_fsync,
-                ..SegmentOptions::default()
-            },
-            nats: None,
-        };
-        Ok(Backend::open(&spec, "counter", &options).await?)
+        Ok(Backend::open_spec(&self.backend, "counter", !self.no_fsync).await?)
     }
 }
 

@@ -4,9 +4,8 @@
 //! and every counter ends exactly at the sum of the adds.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use counter::pb::counter_client::CounterClient;
 use counter::pb::{AddCountRequest, GetCountRequest, IdempotencyToken};
 use eventlog::TimeSource;
+use eventlog::testkit::spawn_service;
 
 struct Server {
     child: Child,
@@ -22,38 +22,26 @@ struct Server {
 
 /// Starts the service on `dir`; returns once it printed its addresses.
 fn start(dir: &std::path::Path, grpc_port: u16) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_timecard-counter"))
-        .args(["serve", "--backend"])
-        .arg(format!("embedded:{}", dir.display()))
-        .args(["--namespace", "ev=eventual", "--namespace", "acc=accurate"])
-        .args([
-            "--grpc",
-            &format!("127.0.0.1:{grpc_port}"),
-            "--http",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--rollup-interval-ms",
-            "10",
-            "--accept-limit-ms",
-            "5000",
-            "--grace-ms",
-            "500",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn timecard-counter");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let grpc = line
-        .split_whitespace()
-        .skip_while(|w| *w != "gRPC")
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    let (child, grpc) = spawn_service(
+        Command::new(env!("CARGO_BIN_EXE_timecard-counter"))
+            .args(["serve", "--backend"])
+            .arg(format!("embedded:{}", dir.display()))
+            .args(["--namespace", "ev=eventual", "--namespace", "acc=accurate"])
+            .args([
+                "--grpc",
+                &format!("127.0.0.1:{grpc_port}"),
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "--rollup-interval-ms",
+                "10",
+                "--accept-limit-ms",
+                "5000",
+                "--grace-ms",
+                "500",
+            ]),
+    );
     Server { child, grpc }
 }
 

@@ -23,6 +23,10 @@ pub enum BackendError {
     /// The configuration string is not understood.
     #[error("backend {0:?}: expected `embedded`, `embedded:DIR` or `nats://HOST:PORT[,…]`")]
     Spec(String),
+    /// A log name that is not 1–32 characters of `[A-Za-z0-9_-]` (or is
+    /// the reserved `log`).
+    #[error("log name {0:?}: use 1 to 32 characters from [A-Za-z0-9_-], not `log`")]
+    LogName(String),
     /// Opening the log failed.
     #[error(transparent)]
     Log(#[from] crate::log::LogError),
@@ -104,6 +108,22 @@ pub struct Backend {
     pub kv: Kv,
     /// What was opened, for status output.
     pub description: String,
+    /// Where further logs of this service go ([`Backend::open_log`]).
+    extra: ExtraLogs,
+}
+
+/// What [`Backend::open_log`] needs to open more logs next to the first.
+#[derive(Clone, Debug)]
+enum ExtraLogs {
+    Embedded {
+        root: PathBuf,
+        segments: SegmentOptions,
+    },
+    Nats {
+        client: async_nats::Client,
+        service: String,
+        options: NatsOptions,
+    },
 }
 
 /// Options for [`Backend::open`].
@@ -132,6 +152,10 @@ impl Backend {
                     log: EventLog::Embedded(log),
                     kv: Kv::Embedded(kv),
                     description: format!("embedded ({})", root.display()),
+                    extra: ExtraLogs::Embedded {
+                        root,
+                        segments: options.segments.clone(),
+                    },
                 })
             }
             BackendSpec::Nats { urls } => {
@@ -151,8 +175,55 @@ impl Backend {
                     log: EventLog::Nats(log),
                     kv: Kv::Nats(kv),
                     description: format!("NATS JetStream {} (R{})", urls.join(","), opts.replicas),
+                    extra: ExtraLogs::Nats {
+                        client,
+                        service: service.to_owned(),
+                        options: opts,
+                    },
                 })
             }
+        }
+    }
+
+    /// Opens the backend named by the configuration string `spec` for
+    /// `service`, with fsync per group commit of the embedded logs on or off
+    /// (what a service's `--backend` and `--no-fsync` flags say).
+    pub async fn open_spec(spec: &str, service: &str, fsync: bool) -> Result<Self, BackendError> {
+        let options = BackendOptions {
+            segments: SegmentOptions {
+                fsync,
+                ..SegmentOptions::default()
+            },
+            nats: None,
+        };
+        Self::open(&spec.parse()?, service, &options).await
+    }
+
+    /// Opens another log of the same service, named `name` (letters,
+    /// digits, `-`, `_`): directory `<service>/<name>/` in the embedded
+    /// backend, stream `TC_<SERVICE>-<NAME>` on NATS. A service that shards
+    /// its events (one log per priority and shard) opens one per shard.
+    pub async fn open_log(&self, name: &str) -> Result<EventLog, BackendError> {
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid || name == "log" {
+            return Err(BackendError::LogName(name.chars().take(40).collect()));
+        }
+        match &self.extra {
+            ExtraLogs::Embedded { root, segments } => Ok(EventLog::Embedded(SegmentLog::open(
+                root.join(name),
+                segments.clone(),
+            )?)),
+            ExtraLogs::Nats {
+                client,
+                service,
+                options,
+            } => Ok(EventLog::Nats(
+                NatsLog::open(client, &format!("{service}-{name}"), options).await?,
+            )),
         }
     }
 }

@@ -89,6 +89,23 @@ impl TimeSource {
         }
     }
 
+    /// `fbclockd`'s shared memory at `path` (default path if `None`) if it
+    /// opens, else the system clock with an assumed bound of `system_bound_ns`
+    /// (a warning is logged when an explicitly given path fails).
+    #[must_use]
+    pub fn fbclock_or_system(path: Option<&std::path::Path>, system_bound_ns: i64) -> Self {
+        let chosen = path.unwrap_or(std::path::Path::new(fbclock::DEFAULT_PATH));
+        match FbClock::open(chosen) {
+            Ok(c) => Self::Fbclock(Arc::new(c)),
+            Err(e) => {
+                if path.is_some() {
+                    tracing::warn!(path = %chosen.display(), error = %e, "fbclock unavailable; using the system clock");
+                }
+                Self::system(system_bound_ns)
+            }
+        }
+    }
+
     /// TrueTime now.
     pub fn now(&self) -> Result<TrueTime, ClockError> {
         match self {

@@ -77,6 +77,18 @@ impl RedbKv {
         Ok(t.get(key).map_err(embedded)?.map(|v| v.value().to_vec()))
     }
 
+    fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        let tx = self.db.begin_read().map_err(embedded)?;
+        let t = tx.open_table(TABLE).map_err(embedded)?;
+        keys.iter()
+            .map(|k| {
+                Ok(t.get(k.as_str())
+                    .map_err(embedded)?
+                    .map(|v| v.value().to_vec()))
+            })
+            .collect()
+    }
+
     fn put_all(&self, items: &[(String, Vec<u8>)]) -> Result<(), KvError> {
         let tx = self.db.begin_write().map_err(embedded)?;
         {
@@ -139,6 +151,26 @@ impl Kv {
                 blocking(move || db.get(&key)).await
             }
             Self::Nats(kv) => kv.get(key).await,
+        }
+    }
+
+    /// The values of `keys`, in order (one read transaction when embedded).
+    pub async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<Vec<u8>>>, KvError> {
+        for k in &keys {
+            check_key(k)?;
+        }
+        match self {
+            Self::Embedded(db) => {
+                let db = db.clone();
+                blocking(move || db.get_many(&keys)).await
+            }
+            Self::Nats(kv) => {
+                let mut out = Vec::with_capacity(keys.len());
+                for k in &keys {
+                    out.push(kv.get(k).await?);
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -214,6 +246,11 @@ mod tests {
             assert_eq!(kv.get("a/1").await.unwrap().as_deref(), Some(&b"x"[..]));
         }
         let kv = Kv::Embedded(RedbKv::open(&path).unwrap());
+        let many = kv
+            .get_many(vec!["b".into(), "a/2".into(), "a/1".into()])
+            .await
+            .unwrap();
+        assert_eq!(many, vec![Some(b"z".to_vec()), None, Some(b"x".to_vec())]);
         let got = kv.scan("a/").await.unwrap();
         assert_eq!(got, vec![("a/1".to_owned(), b"x".to_vec())]);
         assert!(kv.get("a b").await.is_err());

@@ -719,6 +719,7 @@ impl NatsLog {
 }
 
 struct KvInner {
+    js: Context,
     store: kv::Store,
     bucket: String,
     options: NatsOptions,
@@ -789,6 +790,7 @@ impl NatsKv {
         .map_err(kv_err)?;
         Ok(Self {
             inner: Arc::new(KvInner {
+                js,
                 store,
                 bucket,
                 options: options.clone(),
@@ -826,25 +828,53 @@ impl NatsKv {
             .map(|m| m.payload.to_vec()))
     }
 
-    /// Writes the pairs in order.
+    /// Writes the pairs; the last one only after all the others are
+    /// acknowledged.
     ///
-    /// Each write is acknowledged before the next is sent; a failure leaves
-    /// the earlier ones written.
-    pub async fn put_all(&self, items: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
+    /// All but the last are published back to back and their
+    /// acknowledgements awaited together (one round trip for the lot, not
+    /// one per key); any that failed are retried one by one. So a writer
+    /// that puts its checkpoint last never has a checkpoint without the data
+    /// it covers. A failure leaves some of the earlier ones written.
+    pub async fn put_all(&self, mut items: Vec<(String, Vec<u8>)>) -> Result<(), KvError> {
         for (key, _) in &items {
             crate::kv::check_key(key)?;
         }
+        let Some(last) = items.pop() else {
+            return Ok(());
+        };
+        let mut pending = Vec::with_capacity(items.len());
         for (key, value) in items {
             let value = Bytes::from(value);
-            retrying(
-                &format!("KV put {key:?} into bucket {}", self.inner.bucket),
-                self.inner.options.retry_window(),
-                || self.inner.store.put(&key, value.clone()),
-                |e| e.kind() == kv::PutErrorKind::InvalidKey,
-            )
-            .await
-            .map_err(kv_err)?;
+            let ack = self
+                .inner
+                .js
+                .publish(self.subject(&key), value.clone())
+                .await
+                .ok();
+            pending.push((key, value, ack));
         }
+        for (key, value, ack) in pending {
+            let acked = match ack {
+                Some(ack) => ack.await.is_ok(),
+                None => false,
+            };
+            if !acked {
+                self.put_one(&key, value).await?;
+            }
+        }
+        self.put_one(&last.0, Bytes::from(last.1)).await
+    }
+
+    async fn put_one(&self, key: &str, value: Bytes) -> Result<(), KvError> {
+        retrying(
+            &format!("KV put {key:?} into bucket {}", self.inner.bucket),
+            self.inner.options.retry_window(),
+            || self.inner.store.put(key, value.clone()),
+            |e| e.kind() == kv::PutErrorKind::InvalidKey,
+        )
+        .await
+        .map_err(kv_err)?;
         Ok(())
     }
 

@@ -666,6 +666,40 @@ impl Drop for Memcached {
     }
 }
 
+/// Spawns a service process (`timecard-counter serve …`, `timecard-notify
+/// serve …`) with stdout piped and waits for its first line, which names
+/// its gRPC address (`… gRPC ADDR …`); returns the child and that address.
+///
+/// # Panics
+///
+/// If the process cannot start or its first line names no address.
+pub fn spawn_service(cmd: &mut Command) -> (Child, SocketAddr) {
+    use std::io::BufRead;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let mut line = String::new();
+    let stdout = child.stdout.take().expect("piped stdout");
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .expect("read the first line");
+    let grpc = line
+        .split_whitespace()
+        .skip_while(|w| *w != "gRPC")
+        .nth(1)
+        .and_then(|a| a.parse().ok());
+    match grpc {
+        Some(addr) => (child, addr),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no gRPC address in the first line {line:?}")
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

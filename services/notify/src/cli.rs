@@ -1,0 +1,493 @@
+//! The command line: `serve` runs the pipeline; `publish`, `pull`, `state`
+//! and `register` talk to a running one over gRPC. The same arguments are
+//! mounted under `timecard notify`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use eventlog::TimeSource;
+use eventlog::backend::Backend;
+use outbound::{ApnsConfig, BulkheadConfig, FcmConfig};
+use tokio::net::TcpListener;
+
+use crate::model::TypeSpec;
+use crate::pb::notify_client::NotifyClient;
+use crate::service::{NotifyConfig, NotifyService, Providers};
+
+/// Default gRPC address.
+pub const DEFAULT_GRPC: &str = "127.0.0.1:7350";
+/// Default HTTP address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:7351";
+
+/// `notify` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the notification pipeline (gRPC + HTTP/JSON).
+    Serve(ServeArgs),
+    /// Publish one event.
+    Publish {
+        /// Notification type (e.g. new-episode).
+        #[arg(long = "type")]
+        kind: String,
+        /// Member id.
+        #[arg(long)]
+        member: String,
+        /// high, medium or low (default: the type's).
+        #[arg(long)]
+        priority: Option<String>,
+        /// Device type to target (repeat; default: all).
+        #[arg(long = "target")]
+        targets: Vec<String>,
+        /// JSON object body.
+        #[arg(long, default_value = "{}")]
+        body: String,
+        /// Idempotency key CREATION_TIME_NS:NONCE (retries deliver once).
+        #[arg(long)]
+        key: Option<String>,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+    /// Pull a member's changes since a cursor.
+    Pull {
+        /// Member id.
+        member: String,
+        /// Cursor from the previous pull.
+        #[arg(long, default_value_t = 0)]
+        since: u64,
+        /// Only what a device of this type sees.
+        #[arg(long)]
+        device_type: Option<String>,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+    /// A member's notification state as of a TAI time (default: now).
+    State {
+        /// Member id.
+        member: String,
+        /// TAI nanoseconds.
+        #[arg(long)]
+        at_ns: Option<i64>,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+    /// Register (or heartbeat) a device.
+    Register {
+        /// Member id.
+        member: String,
+        /// Device id.
+        #[arg(value_name = "DEVICE")]
+        device_id: String,
+        /// tv, phone, tablet or browser.
+        #[arg(long = "type")]
+        device_type: String,
+        /// apns, fcm or edge.
+        #[arg(long, default_value = "edge")]
+        channel: String,
+        /// Provider token (APNs/FCM); edge: the device id.
+        #[arg(long)]
+        token: Option<String>,
+        /// Server.
+        #[arg(long, default_value = DEFAULT_GRPC)]
+        server: SocketAddr,
+    },
+}
+
+/// Arguments of `serve` (also used by `timecard up`).
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Event log and KV backend: `embedded:DIR` or `nats://HOST:PORT[,…]`.
+    #[arg(long, default_value = "embedded:timecard-data")]
+    pub backend: String,
+    /// A notification type NAME=STALENESS_S[:PRIORITY]; repeat. Default:
+    /// live-event=30:high viewing-activity=60:medium new-episode=600:medium
+    /// my-list=300:low profile-update=300:low.
+    #[arg(long = "type", value_name = "NAME=STALENESS_S[:PRIORITY]")]
+    pub types: Vec<String>,
+    /// Log shards per priority (fixed for a data directory; about one per
+    /// core: more shards mean smaller group commits).
+    #[arg(long, default_value_t = 2)]
+    pub shards: u16,
+    /// gRPC listen address (loopback unless you mean it).
+    #[arg(long, default_value = DEFAULT_GRPC)]
+    pub grpc: SocketAddr,
+    /// HTTP/JSON listen address.
+    #[arg(long, default_value = DEFAULT_HTTP)]
+    pub http: SocketAddr,
+    /// APNs endpoint (http:// h2c; put a TLS relay in front of Apple's).
+    #[arg(long, value_name = "URL")]
+    pub apns: Option<String>,
+    /// APNs topic (the app's bundle id).
+    #[arg(long, default_value = "com.example.timecard")]
+    pub apns_topic: String,
+    /// FCM endpoint (http://).
+    #[arg(long, value_name = "URL")]
+    pub fcm: Option<String>,
+    /// FCM project id.
+    #[arg(long, default_value = "timecard")]
+    pub fcm_project: String,
+    /// File holding the providers' bearer tokens, one `apns=…` / `fcm=…`
+    /// per line (kept out of the command line and the logs).
+    #[arg(long)]
+    pub provider_tokens: Option<PathBuf>,
+    /// Per-channel queue capacity.
+    #[arg(long, default_value_t = 10_000)]
+    pub channel_queue: usize,
+    /// Per-channel concurrent requests.
+    #[arg(long, default_value_t = 64)]
+    pub channel_concurrency: usize,
+    /// Per-request timeout of a channel, ms.
+    #[arg(long, default_value_t = 5_000)]
+    pub channel_timeout_ms: u64,
+    /// fbclock shared memory file; without it (or if it cannot be opened)
+    /// the system clock is used with --system-clock-bound-us.
+    #[arg(long)]
+    pub fbclock: Option<PathBuf>,
+    /// Assumed error of the system clock when no fbclockd runs, µs.
+    #[arg(long, default_value_t = 10_000)]
+    pub system_clock_bound_us: i64,
+    /// Do not fsync the embedded logs (survives kill -9, not power loss).
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+/// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
+#[derive(clap::Parser)]
+struct ServeOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+fn read_tokens(path: &std::path::Path) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading provider tokens from {}", path.display()))?;
+    let (mut apns, mut fcm) = (None, None);
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        match line.split_once('=') {
+            Some(("apns", t)) => apns = Some(t.trim().to_owned()),
+            Some(("fcm", t)) => fcm = Some(t.trim().to_owned()),
+            _ => bail!(
+                "{}:{}: expected apns=TOKEN or fcm=TOKEN",
+                path.display(),
+                i + 1
+            ),
+        }
+    }
+    Ok((apns, fcm))
+}
+
+impl ServeArgs {
+    /// The defaults of `serve`, as its flags declare them.
+    #[must_use]
+    pub fn defaults() -> Self {
+        <ServeOnly as clap::Parser>::parse_from(["serve"]).args
+    }
+
+    /// The pipeline configuration these arguments describe.
+    pub fn config(&self) -> anyhow::Result<NotifyConfig> {
+        let mut config = NotifyConfig::with_shards(self.shards);
+        if !self.types.is_empty() {
+            config.types = self
+                .types
+                .iter()
+                .map(|t| t.parse::<TypeSpec>())
+                .collect::<Result<_, _>>()?;
+        }
+        let mut names: Vec<&str> = config.types.iter().map(|t| t.name.as_str()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            bail!("a notification type is given twice");
+        }
+        if self.channel_queue == 0 || self.channel_concurrency == 0 || self.channel_timeout_ms == 0
+        {
+            bail!(
+                "--channel-queue, --channel-concurrency and --channel-timeout-ms must be positive"
+            );
+        }
+        let bulkhead = BulkheadConfig {
+            queue_capacity: self.channel_queue,
+            concurrency: self.channel_concurrency,
+            timeout: Duration::from_millis(self.channel_timeout_ms),
+            ..BulkheadConfig::default()
+        };
+        config.bulkheads = [bulkhead.clone(), bulkhead.clone(), bulkhead];
+        let (apns_token, fcm_token) = match &self.provider_tokens {
+            Some(p) => read_tokens(p)?,
+            None => (None, None),
+        };
+        let uri = |flag: &str, s: &str| -> anyhow::Result<http::Uri> {
+            s.parse()
+                .with_context(|| format!("{flag} {s:?} is not a URL"))
+        };
+        config.providers = Providers {
+            apns: self
+                .apns
+                .as_deref()
+                .map(|u| {
+                    anyhow::Ok(ApnsConfig {
+                        endpoint: uri("--apns", u)?,
+                        topic: self.apns_topic.clone(),
+                        bearer_token: apns_token.clone(),
+                        connections: 2,
+                    })
+                })
+                .transpose()?,
+            fcm: self
+                .fcm
+                .as_deref()
+                .map(|u| {
+                    anyhow::Ok(FcmConfig {
+                        endpoint: uri("--fcm", u)?,
+                        project_id: self.fcm_project.clone(),
+                        bearer_token: fcm_token.clone(),
+                        connections: 2,
+                    })
+                })
+                .transpose()?,
+        };
+        Ok(config)
+    }
+
+    /// The TrueTime source: fbclock if given and readable, else the system clock.
+    #[must_use]
+    pub fn clock(&self) -> TimeSource {
+        TimeSource::fbclock_or_system(
+            self.fbclock.as_deref(),
+            self.system_clock_bound_us.saturating_mul(1000),
+        )
+    }
+
+    /// Opens the backend.
+    pub async fn backend(&self) -> anyhow::Result<Backend> {
+        Ok(Backend::open_spec(&self.backend, "notify", !self.no_fsync).await?)
+    }
+}
+
+/// A running pipeline with its listeners.
+pub struct Running {
+    /// The service.
+    pub service: Arc<NotifyService>,
+    /// Bound gRPC address.
+    pub grpc: SocketAddr,
+    /// Bound HTTP address.
+    pub http: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Running {
+    /// Stops the listeners and the pipeline (draining channels up to 2 s).
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        self.service.shutdown(Duration::from_secs(2)).await;
+    }
+}
+
+/// Starts the pipeline with TrueTime from `clock` and serves it.
+pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
+    let config = args.config()?;
+    let backend = args.backend().await?;
+    let service = NotifyService::start(config, &backend, clock).await?;
+    let listeners = async {
+        let g = TcpListener::bind(args.grpc)
+            .await
+            .with_context(|| format!("gRPC listen on {}", args.grpc))?;
+        let h = TcpListener::bind(args.http)
+            .await
+            .with_context(|| format!("HTTP listen on {}", args.http))?;
+        anyhow::Ok((g, h))
+    };
+    let (grpc_l, http_l) = match listeners.await {
+        Ok(l) => l,
+        Err(e) => {
+            service.shutdown(Duration::ZERO).await;
+            return Err(e);
+        }
+    };
+    let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    tokio::spawn(crate::grpc::serve(
+        grpc_l,
+        service.clone(),
+        until_stopped(stopped.clone()),
+    ));
+    tokio::spawn(crate::http::serve(
+        http_l,
+        service.clone(),
+        until_stopped(stopped),
+    ));
+    Ok(Running {
+        service,
+        grpc,
+        http,
+        stop,
+    })
+}
+
+async fn client(server: SocketAddr) -> anyhow::Result<NotifyClient<tonic::transport::Channel>> {
+    NotifyClient::connect(format!("http://{server}"))
+        .await
+        .with_context(|| {
+            format!("cannot reach the notify service at {server} (is it running? `timecard notify serve`)")
+        })
+}
+
+fn rpc_error(s: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", s.code(), s.message())
+}
+
+/// Runs a `notify` subcommand to completion (`serve` until Ctrl-C).
+pub async fn run(cmd: Command) -> anyhow::Result<()> {
+    match cmd {
+        Command::Serve(args) => {
+            let running = start_with_clock(&args, args.clock()).await?;
+            let status = running.service.status();
+            println!(
+                "notify: gRPC {} HTTP {} backend {} clock: {}",
+                running.grpc, running.http, status["backend"], status["clock"]
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+            running.stop().await;
+            Ok(())
+        }
+        Command::Publish {
+            kind,
+            member,
+            priority,
+            targets,
+            body,
+            key,
+            server,
+        } => {
+            let event = crate::pb::Event {
+                r#type: kind,
+                priority: priority.unwrap_or_default(),
+                member,
+                targets,
+                body: body.into_bytes(),
+                idempotency_key: key.unwrap_or_default(),
+            };
+            let reply = client(server)
+                .await?
+                .publish(crate::pb::PublishRequest {
+                    events: vec![event],
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            match reply.results.into_iter().next().and_then(|r| r.outcome) {
+                Some(crate::pb::publish_result::Outcome::Accepted(a)) => {
+                    println!(
+                        "accepted: priority {} shard {} key {}",
+                        a.priority, a.shard, a.idempotency_key
+                    );
+                    Ok(())
+                }
+                Some(crate::pb::publish_result::Outcome::Error(e)) => bail!("refused: {e}"),
+                None => bail!("the server sent no result"),
+            }
+        }
+        Command::Pull {
+            member,
+            since,
+            device_type,
+            server,
+        } => {
+            let reply = client(server)
+                .await?
+                .pull(crate::pb::PullRequest {
+                    member,
+                    since,
+                    limit: 1_000,
+                    device_type: device_type.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            for c in &reply.changes {
+                println!(
+                    "{:>8} {:<9} id {} {} {} {}",
+                    c.seq,
+                    c.change,
+                    c.notification_id,
+                    c.r#type,
+                    c.priority,
+                    String::from_utf8_lossy(&c.body)
+                );
+            }
+            println!(
+                "cursor {}{}",
+                reply.cursor,
+                if reply.more { " (more)" } else { "" }
+            );
+            Ok(())
+        }
+        Command::State {
+            member,
+            at_ns,
+            server,
+        } => {
+            let at_ns = match at_ns {
+                Some(t) => t,
+                None => TimeSource::system(0).now()?.latest_ns,
+            };
+            let s = client(server)
+                .await?
+                .state_at(crate::pb::StateAtRequest { member, at_ns })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            for n in &s.notifications {
+                println!(
+                    "{:>8} {:<9} {} {} {}",
+                    n.id,
+                    n.status,
+                    n.r#type,
+                    n.priority,
+                    String::from_utf8_lossy(&n.body)
+                );
+            }
+            if !s.uncertain.is_empty() {
+                println!("uncertain at {}: {:?}", s.at_ns, s.uncertain);
+            }
+            Ok(())
+        }
+        Command::Register {
+            member,
+            device_id,
+            device_type,
+            channel,
+            token,
+            server,
+        } => {
+            let reply = client(server)
+                .await?
+                .register_device(crate::pb::RegisterDeviceRequest {
+                    member,
+                    device_id,
+                    device_type,
+                    channel,
+                    token: token.unwrap_or_default(),
+                })
+                .await
+                .map_err(rpc_error)?
+                .into_inner();
+            println!("registered; heartbeat within {} s", reply.ttl_s);
+            Ok(())
+        }
+    }
+}

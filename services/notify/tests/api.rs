@@ -1,0 +1,393 @@
+//! The APIs as a client sees them: HTTP/JSON driven by `curl` (a client we
+//! did not write) and gRPC through the generated client, each with every
+//! class of bad input.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use eventlog::TimeSource;
+use notify::cli::{Running, ServeArgs, start_with_clock};
+use notify::pb::notify_client::NotifyClient;
+use notify::pb::{self, publish_result};
+use tonic::Code;
+
+async fn start(dir: &std::path::Path) -> Running {
+    let mut args = ServeArgs::defaults();
+    args.backend = format!("embedded:{}", dir.display());
+    args.grpc = "127.0.0.1:0".parse().unwrap();
+    args.http = "127.0.0.1:0".parse().unwrap();
+    args.shards = 2;
+    start_with_clock(&args, TimeSource::system(1_000_000))
+        .await
+        .unwrap()
+}
+
+/// `curl` a request; (status, body).
+fn curl(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "-X",
+        method,
+        "-w",
+        "\n%{http_code}",
+        "--max-time",
+        "20",
+    ])
+    .arg(format!("http://{addr}{path}"));
+    if body.is_some() {
+        cmd.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            "@-",
+        ]);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl is installed by scripts/test.sh");
+    if let Some(b) = body {
+        child.stdin.take().unwrap().write_all(b).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+async fn curl_async(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, String) {
+    let (method, path) = (method.to_owned(), path.to_owned());
+    tokio::task::spawn_blocking(move || curl(addr, &method, &path, body.as_deref()))
+        .await
+        .unwrap()
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_json_with_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(dir.path()).await;
+    let h = run.http;
+    let (code, _) = curl_async(
+        h,
+        "PUT",
+        "/v1/members/m1/devices/tv1",
+        Some(br#"{"type":"tv","channel":"edge"}"#.to_vec()),
+    )
+    .await;
+    assert_eq!(code, 200);
+    let event = br#"{"type":"new-episode","member":"m1","targets":["tv"],"body":{"show":"Dark","episode":3}}"#;
+    let (code, body) = curl_async(h, "POST", "/v1/events", Some(event.to_vec())).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(json(&body)["priority"], "medium");
+    let batch = br#"{"events":[{"type":"live-event","member":"m1","body":{}},{"type":"nope","member":"m1","body":{}}]}"#;
+    let (code, body) = curl_async(h, "POST", "/v1/events", Some(batch.to_vec())).await;
+    assert_eq!(code, 200);
+    let v = json(&body);
+    assert_eq!(
+        (v["accepted"].as_u64(), v["refused"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["results"][1]["kind"], "invalid");
+
+    // Pull until both arrived; the edge mailbox got both pushes.
+    let mut changes = Vec::new();
+    for _ in 0..500 {
+        let (code, body) = curl_async(h, "GET", "/v1/members/m1/notifications?since=0", None).await;
+        assert_eq!(code, 200);
+        changes = json(&body)["changes"].as_array().unwrap().clone();
+        if changes.len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(changes.len(), 2);
+    let episode = changes.iter().find(|c| c["type"] == "new-episode").unwrap();
+    assert_eq!(episode["body"]["show"], "Dark");
+    assert_eq!(episode["targets"], serde_json::json!(["tv"]));
+    let (_, body) = curl_async(
+        h,
+        "GET",
+        "/v1/members/m1/notifications?since=0&device_type=phone",
+        None,
+    )
+    .await;
+    assert_eq!(
+        json(&body)["changes"].as_array().unwrap().len(),
+        1,
+        "tv-only is hidden from phones"
+    );
+    let mut pushes = 0;
+    for _ in 0..500 {
+        let (_, body) = curl_async(h, "GET", "/v1/edge/m1/tv1", None).await;
+        pushes += json(&body)["pushes"].as_array().unwrap().len();
+        if pushes == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pushes, 2);
+    let id = episode["id"].as_u64().unwrap();
+    let (code, _) = curl_async(
+        h,
+        "POST",
+        &format!("/v1/members/m1/notifications/{id}/read"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let (_, body) = curl_async(h, "GET", "/v1/members/m1/state", None).await;
+    let state = json(&body);
+    let n = state["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["id"] == id)
+        .unwrap()
+        .clone();
+    assert_eq!(n["status"], "read", "{state}");
+    let (_, body) = curl_async(h, "GET", "/v1/members/m1/state?at_ns=0", None).await;
+    assert!(json(&body)["notifications"].as_array().unwrap().is_empty());
+
+    // Bad input: each with its status and a JSON error.
+    let big_body = format!(
+        r#"{{"type":"my-list","member":"m","body":{{"x":"{}"}}}}"#,
+        "y".repeat(4_000)
+    );
+    let huge = vec![b' '; 2 * 1024 * 1024];
+    let too_many = format!(
+        r#"{{"events":[{}]}}"#,
+        vec![r#"{"type":"my-list","member":"m","body":{}}"#; 1_001].join(",")
+    );
+    for (method, path, body, want, says) in [
+        (
+            "POST",
+            "/v1/events",
+            Some(b"{not json".to_vec()),
+            400,
+            "invalid JSON",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(br#"{"type":"my-list","member":"m","body":{},"colour":"red"}"#.to_vec()),
+            400,
+            "unknown field",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(br#"{"type":"my-list","member":"m","body":[1]}"#.to_vec()),
+            400,
+            "JSON object",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(br#"{"type":"my-list","member":"m","priority":"urgent","body":{}}"#.to_vec()),
+            400,
+            "unknown priority",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(br#"{"type":"my-list","member":"m","body":{},"idempotency_key":"x"}"#.to_vec()),
+            400,
+            "idempotency token",
+        ),
+        (
+            "POST",
+            "/v1/events",
+            Some(big_body.into_bytes()),
+            413,
+            "exceeds the limit",
+        ),
+        ("POST", "/v1/events", Some(huge), 413, "length limit"),
+        (
+            "POST",
+            "/v1/events",
+            Some(too_many.into_bytes()),
+            400,
+            "at most 1000",
+        ),
+        (
+            "GET",
+            "/v1/members/m1/notifications?device_type=fridge",
+            None,
+            400,
+            "unknown device type",
+        ),
+        (
+            "GET",
+            "/v1/members/m1/notifications?since=-1",
+            None,
+            400,
+            "since",
+        ),
+        ("GET", "/v1/members/bad%20id/state", None, 400, "member id"),
+        (
+            "POST",
+            "/v1/members/m1/notifications/1/burn",
+            None,
+            400,
+            "read or dismiss",
+        ),
+        (
+            "POST",
+            "/v1/members/m1/notifications/99999/read",
+            None,
+            404,
+            "no notification",
+        ),
+        (
+            "PUT",
+            "/v1/members/m1/devices/p1",
+            Some(br#"{"type":"phone","channel":"pigeon"}"#.to_vec()),
+            400,
+            "pigeon",
+        ),
+        (
+            "PUT",
+            "/v1/members/m1/devices/p1",
+            Some(br#"{"type":"phone","channel":"apns","token":"ab"}"#.to_vec()),
+            400,
+            "not configured",
+        ),
+        ("GET", "/v1/edge/m1/nobody", None, 404, "not connected"),
+    ] {
+        let (code, text) = curl_async(h, method, path, body).await;
+        assert_eq!(code, want, "{method} {path}: {text}");
+        let v = json(&text);
+        assert!(
+            v["error"].as_str().unwrap().contains(says),
+            "{method} {path}: {text}"
+        );
+    }
+    let (code, text) = curl_async(h, "GET", "/metrics", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        text.contains("timecard_notify_ingested_total{priority=\"medium\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("timecard_notify_refused_invalid_total"));
+    let (_, status) = curl_async(h, "GET", "/v1/status", None).await;
+    let status = json(&status);
+    assert_eq!(status["pools"].as_array().unwrap().len(), 3);
+    assert!(status["clock"].as_str().unwrap().contains("ASSUMED"));
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_publish_pull_state_and_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = start(dir.path()).await;
+    let mut c = NotifyClient::connect(format!("http://{}", run.grpc))
+        .await
+        .unwrap();
+    let err = c
+        .register_device(pb::RegisterDeviceRequest {
+            member: "m".into(),
+            device_id: "d".into(),
+            device_type: "tv".into(),
+            channel: "smoke-signal".into(),
+            token: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    let ev = |kind: &str, key: &str| pb::Event {
+        r#type: kind.into(),
+        member: "g1".into(),
+        body: br#"{"n":1}"#.to_vec(),
+        idempotency_key: key.into(),
+        ..Default::default()
+    };
+    let key = "1700000000000000000:abc";
+    let r = c
+        .publish(pb::PublishRequest {
+            events: vec![
+                ev("my-list", ""),
+                ev("unknown", ""),
+                ev("my-list", "bad"),
+                ev("my-list", key),
+            ],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .results;
+    let kinds: Vec<&str> = r
+        .iter()
+        .map(|r| match &r.outcome {
+            Some(publish_result::Outcome::Accepted(_)) => "ok",
+            _ => r.error_kind.as_str(),
+        })
+        .collect();
+    assert_eq!(kinds, ["ok", "invalid", "invalid", "ok"]);
+    let err = c
+        .publish(pb::PublishRequest {
+            events: vec![ev("my-list", ""); 1_001],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    // The key from 2023 is stale for my-list (300 s): only one arrives.
+    let mut pulled = Vec::new();
+    for _ in 0..500 {
+        pulled = c
+            .pull(pb::PullRequest {
+                member: "g1".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .changes;
+        if !pulled.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pulled.len(), 1);
+    assert_eq!(pulled[0].change, "notified");
+    let err = c
+        .mark(pb::MarkRequest {
+            member: "g1".into(),
+            notification_id: 424_242,
+            dismiss: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    c.mark(pb::MarkRequest {
+        member: "g1".into(),
+        notification_id: pulled[0].notification_id,
+        dismiss: true,
+    })
+    .await
+    .unwrap();
+    let s = c
+        .state_at(pb::StateAtRequest {
+            member: "g1".into(),
+            at_ns: i64::MAX,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(s.notifications.len(), 1);
+    assert_eq!(s.notifications[0].status, "dismissed");
+    run.stop().await;
+}
