@@ -9,8 +9,9 @@
 //!    edge device; events/s from first publish to last delivery.
 //! 3. Latency at a fixed offered rate (open loop): p50/p99 ingest → delivered.
 //! 4. The same on NATS JetStream (if `nats-server` is found).
-//! 5. Isolation: high-priority p99 alone and under a 10× low-priority burst.
-//! 6. Bulkheads: FCM/edge delivery p99 with APNs healthy and with APNs stalled.
+//! 5. Ingest over gRPC from clients on loopback (same machine, same cores).
+//! 6. Isolation: high-priority p99 alone and under a 10× low-priority burst.
+//! 7. Bulkheads: FCM/edge delivery p99 with APNs healthy and with APNs stalled.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -275,6 +276,78 @@ async fn baseline(dir: &std::path::Path, events: u64) -> f64 {
     rate
 }
 
+/// Ingest over gRPC (the service's listener on loopback, 4 client tasks on
+/// 2 HTTP/2 connections, batches of 500), closed loop, end to end.
+async fn over_grpc(dir: &std::path::Path, events: u64, members: u64) {
+    let mut args = notify::cli::ServeArgs::defaults();
+    args.backend = format!("embedded:{}", dir.join("grpc").display());
+    args.grpc = "127.0.0.1:0".parse().expect("addr");
+    args.http = "127.0.0.1:0".parse().expect("addr");
+    let run = notify::cli::start_with_clock(&args, TimeSource::system(1_000_000))
+        .await
+        .expect("serve");
+    register_members(&run.service, members).await;
+    let mut connections = Vec::new();
+    for _ in 0..2 {
+        connections.push(
+            notify::pb::notify_client::NotifyClient::connect(format!("http://{}", run.grpc))
+                .await
+                .expect("connect")
+                .max_encoding_message_size(notify::grpc::MAX_MESSAGE),
+        );
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..4u64 {
+        let mut client = connections[(p % 2) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            while sent < events / 4 {
+                let batch: Vec<notify::pb::Event> = (0..BATCH as u64)
+                    .map(|i| notify::pb::Event {
+                        r#type: "new-episode".into(),
+                        member: format!("m{}", (p + 4 * (sent + i)) % members),
+                        body: event("new-episode", 0).body,
+                        ..Default::default()
+                    })
+                    .collect();
+                let reply = client
+                    .publish(notify::pb::PublishRequest { events: batch })
+                    .await
+                    .expect("publish")
+                    .into_inner();
+                let accepted = reply
+                    .results
+                    .iter()
+                    .filter(|r| {
+                        matches!(
+                            r.outcome,
+                            Some(notify::pb::publish_result::Outcome::Accepted(_))
+                        )
+                    })
+                    .count() as u64;
+                sent += accepted;
+                if accepted == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client");
+    }
+    let total = run.service.metrics().ingested.get(Priority::Medium);
+    wait_delivered(&run.service, Channel::Edge, total).await;
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    let h = run.service.metrics().delivery(Channel::Edge, false);
+    println!(
+        "grpc       closed loop: {total} events over gRPC = {rate:>9.0} events/s end to end (p50 {} p99 {} under saturation)",
+        ms(h.quantile(0.5)),
+        ms(h.quantile(0.99))
+    );
+    run.stop().await;
+}
+
 async fn isolation(dir: &std::path::Path, members: u64) {
     let svc = open(
         BackendSpec::Embedded {
@@ -440,6 +513,7 @@ fn main() {
                 None => println!("nats       SKIPPED: no nats-server (set NATS_SERVER or run scripts/test.sh once)"),
             }
         }
+        over_grpc(dir.path(), o.events / 3, o.members).await;
         isolation(dir.path(), o.members).await;
         bulkheads(dir.path()).await;
     });

@@ -36,6 +36,7 @@ use outbound::{
     Adapter, Bulkhead, BulkheadConfig, Channel, Outcome, OutcomeSink, Push, Refused, SendError,
 };
 use tokio::sync::{Notify, Semaphore};
+use tracing::Instrument;
 
 use crate::edge::EdgeHub;
 use crate::gates::{self, DedupWindow, Verdict};
@@ -317,6 +318,8 @@ pub struct NotifyService {
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
     dedup_evicted: AtomicU64,
+    /// When the registry was last swept of expired devices.
+    last_sweep: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for NotifyService {
@@ -460,6 +463,7 @@ impl NotifyService {
             metrics,
             stopping: AtomicBool::new(false),
             dedup_evicted: AtomicU64::new(0),
+            last_sweep: Mutex::new(Instant::now()),
         });
         service.reconcile().await;
         tokio::spawn(reconciler(Arc::downgrade(&service)));
@@ -583,7 +587,11 @@ impl NotifyService {
                 let shard = &self.shards[p.index()][g % shards];
                 self.append_group(shard, members)
             });
-        for (outcome, indices) in futures_util::future::join_all(appends).await {
+        let span = tracing::debug_span!("notify.ingest", events = n);
+        for (outcome, indices) in futures_util::future::join_all(appends)
+            .instrument(span)
+            .await
+        {
             for (i, r) in indices.into_iter().zip(outcome) {
                 results[i] = r;
             }
@@ -748,9 +756,26 @@ impl NotifyService {
                 }
             }
         }
-        for (member, device) in self.registry.sweep() {
-            if device.channel == Channel::Edge {
-                self.edge.disconnect(&member, &device.id);
+        // Expired devices are already invisible to deliveries; sweeping
+        // them out (a pass over the whole registry) is for memory, so it
+        // runs a few times per TTL, not on every reconciliation.
+        let sweep_every = (self.registry.ttl() / 4).max(Duration::from_secs(1));
+        let due = {
+            let mut last = self
+                .last_sweep
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let due = last.elapsed() >= sweep_every;
+            if due {
+                *last = Instant::now();
+            }
+            due
+        };
+        if due {
+            for (member, device) in self.registry.sweep() {
+                if device.channel == Channel::Edge {
+                    self.edge.disconnect(&member, &device.id);
+                }
             }
         }
     }
@@ -1080,7 +1105,9 @@ async fn worker(service: Arc<NotifyService>, p: Priority, generation: u64, i: us
         let mut did = 0;
         for shard in &mine {
             if let Ok(mut proc) = shard.proc.try_lock() {
-                did += service.process(shard, &mut proc).await;
+                let span =
+                    tracing::debug_span!("notify.process", priority = %p, shard = shard.index);
+                did += service.process(shard, &mut proc).instrument(span).await;
             }
         }
         if did == 0 {

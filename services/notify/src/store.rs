@@ -749,6 +749,15 @@ mod tests {
         assert!(visible_to(&e, None));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn stored_garbage_never_panics(seq in 0u64..u64::MAX, bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96)) {
+            let _ = MemberEvent::decode(seq, &bytes);
+            let _ = split_value(seq, &bytes);
+            let _ = Meta::decode(&bytes);
+        }
+    }
+
     #[test]
     fn meta_round_trips() {
         let mut m = Meta {

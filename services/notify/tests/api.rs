@@ -389,5 +389,38 @@ async fn grpc_publish_pull_state_and_errors() {
         .into_inner();
     assert_eq!(s.notifications.len(), 1);
     assert_eq!(s.notifications[0].status, "dismissed");
+
+    // Malformed protobuf in a well-formed gRPC frame, sent by curl over
+    // HTTP/2: a gRPC error in the trailers, and the server keeps serving.
+    let garbage = [0u8, 0, 0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+    let addr = run.grpc;
+    let out = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new("curl")
+            .args(["-sS", "-i", "--http2-prior-knowledge", "--max-time", "20"])
+            .args(["-H", "content-type: application/grpc", "-H", "te: trailers"])
+            .args(["--data-binary", "@-"])
+            .arg(format!("http://{addr}/timecard.notify.v1.Notify/Publish"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&garbage).unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.contains("grpc-status: 13") || out.contains("grpc-status: 3"),
+        "{out}"
+    );
+    assert!(out.contains("decode"), "{out}");
+    let again = c
+        .pull(pb::PullRequest {
+            member: "g1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.into_inner().changes.len(), 2);
     run.stop().await;
 }

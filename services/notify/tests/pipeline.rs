@@ -256,6 +256,8 @@ async fn a_low_priority_backlog_does_not_hold_back_high_priority() {
     let dir = tempfile::tempdir().unwrap();
     let svc = start(dir.path(), TimeSource::system(1_000_000), |c| {
         c.read_batch = 256;
+        c.reconcile_every = Duration::from_millis(10);
+        c.pools[Priority::Low.index()].lag_per_worker = 5_000;
     })
     .await;
     svc.register_device("vip", device("tv", DeviceType::Tv, Channel::Edge))
@@ -287,7 +289,17 @@ async fn a_low_priority_backlog_does_not_hold_back_high_priority() {
         "low priority was drained first ({low_done} of {total_low} processed); the test shows nothing"
     );
     println!("high delivered with {low_lag} low events still queued ({low_done} processed)");
-    let pools = svc.pools();
-    assert!(pools.iter().all(|p| p.running >= 1 && p.goal >= 1));
+    // The reconciler saw the backlog and scaled the low pool up to its
+    // maximum (2 workers, one per shard), as goal and as running workers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let low = loop {
+        let low = svc.pools()[Priority::Low.index()].clone();
+        if low.goal == 2 && low.running == 2 {
+            break low;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{low:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert!(low.reason.contains("scale up 1 -> 2"), "{low:?}");
     svc.shutdown(Duration::from_secs(1)).await;
 }

@@ -247,19 +247,24 @@ impl Bulkhead {
         shared.close();
         let mut workers = self.inner.workers.lock().await;
         let mut handles = std::mem::take(&mut *workers);
+        // Workers awaited to completion so far (a finished JoinHandle must
+        // not be polled again).
+        let mut joined = 0;
         let drained = tokio::time::timeout(deadline, async {
             for h in &mut handles {
                 let _ = h.await;
+                joined += 1;
             }
         })
         .await;
         if drained.is_err() {
             tracing::warn!(channel = %shared.channel, "shutdown deadline reached; cutting off remaining pushes");
-            for h in &handles {
+            let rest: Vec<JoinHandle<()>> = handles.into_iter().skip(joined).collect();
+            for h in &rest {
                 h.abort();
             }
             // Aborted workers report their local pushes as they are dropped.
-            for h in handles {
+            for h in rest {
                 let _ = h.await;
             }
         }

@@ -355,3 +355,50 @@ async fn device_errors_do_not_open_the_breaker() {
     })
     .await;
 }
+
+/// Hangs on push 0, delivers everything else at once.
+struct HangsOnZero;
+
+impl Adapter for HangsOnZero {
+    fn channel(&self) -> Channel {
+        Channel::Edge
+    }
+
+    fn send(&self, push: &Push) -> impl std::future::Future<Output = Result<(), SendError>> + Send {
+        let hang = push.notification_id == 0;
+        async move {
+            if hang {
+                std::future::pending::<()>().await;
+            }
+            Ok(())
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_off_a_hung_worker_after_others_finished() {
+    // Which worker takes the hanging push is up to the scheduler; over
+    // several rounds some finished workers come before the hung one in the
+    // join order (that once panicked: a finished JoinHandle polled again).
+    bounded(async {
+        for _ in 0..8 {
+            let outcomes = Outcomes::default();
+            let config = BulkheadConfig {
+                concurrency: 4,
+                timeout: Duration::from_secs(3_600),
+                ..BulkheadConfig::default()
+            };
+            let b = Bulkhead::start(HangsOnZero, config, outcomes.sink());
+            b.try_submit(push(0, "t")).unwrap();
+            submit_all(&b, (1..50).map(|i| push(i, "t"))).await;
+            b.shutdown(Duration::from_millis(100)).await;
+            assert_eq!(outcomes.total(), 50, "one outcome per push");
+            assert!(outcomes.duplicates().is_empty());
+            let cut = outcomes.count(|o| {
+                matches!(o, Outcome::Failed(SendError::Transient(r)) if r == outbound::SHUTDOWN_REASON)
+            });
+            assert!(cut >= 1 && outcomes.has(0), "the hung push is cut off");
+        }
+    })
+    .await;
+}
