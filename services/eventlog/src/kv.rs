@@ -109,18 +109,29 @@ impl RedbKv {
         tx.commit().map_err(embedded)
     }
 
-    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, KvError> {
+    fn scan_fold<A>(
+        &self,
+        prefix: &str,
+        mut acc: A,
+        mut f: impl FnMut(&mut A, &str, &[u8]) -> Result<(), KvError>,
+    ) -> Result<A, KvError> {
         let tx = self.db.begin_read().map_err(embedded)?;
         let t = tx.open_table(TABLE).map_err(embedded)?;
-        let mut out = Vec::new();
         for item in t.range(prefix..).map_err(embedded)? {
             let (k, v) = item.map_err(embedded)?;
             if !k.value().starts_with(prefix) {
                 break;
             }
-            out.push((k.value().to_owned(), v.value().to_vec()));
+            f(&mut acc, k.value(), v.value())?;
         }
-        Ok(out)
+        Ok(acc)
+    }
+
+    fn scan(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, KvError> {
+        self.scan_fold(prefix, Vec::new(), |out, k, v| {
+            out.push((k.to_owned(), v.to_vec()));
+            Ok(())
+        })
     }
 }
 
@@ -202,6 +213,31 @@ impl Kv {
                 blocking(move || db.delete(&key)).await
             }
             Self::Nats(kv) => kv.delete(key).await,
+        }
+    }
+
+    /// Folds `f` over every pair whose key starts with `prefix`, in key
+    /// order, without holding the values (embedded: one read transaction,
+    /// streaming; NATS: the values are fetched and dropped one by one after
+    /// `scan`).
+    pub async fn scan_fold<A: Send + 'static>(
+        &self,
+        prefix: &str,
+        acc: A,
+        mut f: impl FnMut(&mut A, &str, &[u8]) -> Result<(), KvError> + Send + 'static,
+    ) -> Result<A, KvError> {
+        match self {
+            Self::Embedded(db) => {
+                let (db, prefix) = (db.clone(), prefix.to_owned());
+                blocking(move || db.scan_fold(&prefix, acc, f)).await
+            }
+            Self::Nats(kv) => {
+                let mut acc = acc;
+                for (k, v) in kv.scan(prefix).await? {
+                    f(&mut acc, &k, &v)?;
+                }
+                Ok(acc)
+            }
         }
     }
 

@@ -136,6 +136,11 @@ pub struct ServeArgs {
     /// per line (kept out of the command line and the logs).
     #[arg(long)]
     pub provider_tokens: Option<PathBuf>,
+    /// Keys the de-duplication windows hold in all (about 40 bytes each).
+    /// Exact de-duplication needs rate × largest staleness threshold keys;
+    /// beyond that the oldest are evicted early and status says "degraded".
+    #[arg(long, default_value_t = 4_000_000)]
+    pub dedup_capacity: usize,
     /// Per-channel queue capacity.
     #[arg(long, default_value_t = 10_000)]
     pub channel_queue: usize,
@@ -196,6 +201,7 @@ impl ServeArgs {
     /// The pipeline configuration these arguments describe.
     pub fn config(&self) -> anyhow::Result<NotifyConfig> {
         let mut config = NotifyConfig::with_shards(self.shards);
+        config.dedup_capacity = self.dedup_capacity;
         if !self.types.is_empty() {
             config.types = self
                 .types

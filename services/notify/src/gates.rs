@@ -141,6 +141,19 @@ impl DedupWindow {
             .div_euclid(NS_PER_S)
     }
 
+    /// Removes a key recorded by [`DedupWindow::first_sighting`] (a batch
+    /// that could not be stored is processed again and must not find its
+    /// own keys).
+    pub fn forget(&mut self, member: &str, token: &IdempotencyToken) {
+        let second = token.event_time_ns.div_euclid(NS_PER_S);
+        let hash = self.hash(member, token);
+        if let Some(bucket) = self.buckets.get_mut(&second)
+            && bucket.remove(&hash)
+        {
+            self.len -= 1;
+        }
+    }
+
     /// Drops the buckets that have left the window.
     pub fn expire(&mut self, now: TrueTime) {
         let horizon = self.horizon(now);
@@ -150,12 +163,6 @@ impl DedupWindow {
             }
             self.len -= entry.remove().len();
         }
-    }
-
-    /// Most keys held.
-    #[must_use]
-    pub fn capacity(&self) -> usize {
-        self.cap
     }
 
     /// Keys held.
@@ -264,6 +271,13 @@ mod tests {
             Verdict::Stale
         );
         assert_eq!(w.len(), 4);
+        w.forget("a", &token(990 * S, 1));
+        w.forget("a", &token(990 * S, 1));
+        assert_eq!(w.len(), 3);
+        assert_eq!(
+            judge("a", &token(990 * S, 1), limit, now, &mut w),
+            Verdict::Pass
+        );
     }
 
     #[test]

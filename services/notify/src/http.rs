@@ -83,7 +83,7 @@ struct EventJson {
     priority: Option<String>,
     #[serde(default)]
     targets: Vec<String>,
-    body: serde_json::Value,
+    body: Box<serde_json::value::RawValue>,
     #[serde(default)]
     idempotency_key: Option<String>,
 }
@@ -95,7 +95,7 @@ impl From<EventJson> for IncomingEvent {
             priority: e.priority,
             member: e.member,
             targets: e.targets,
-            body: serde_json::to_vec(&e.body).unwrap_or_default(),
+            body: e.body.get().as_bytes().to_vec(),
             idempotency_key: e.idempotency_key,
         }
     }
@@ -106,17 +106,19 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
 }
 
 async fn publish(State(svc): State<Svc>, body: Bytes) -> Result<Response, ApiError> {
-    let value: serde_json::Value = parse_json(&body)?;
+    // One pass to tell a batch from a single event (and catch malformed
+    // JSON), one to decode; bodies stay byte for byte as sent.
+    let probe: Probe = parse_json(&body)?;
     let invalid = |e: serde_json::Error| bad(format!("invalid event: {e}"));
-    if value.get("events").is_none() {
-        let event: EventJson = serde_json::from_value(value).map_err(invalid)?;
+    if probe.events.is_none() {
+        let event: EventJson = serde_json::from_slice(&body).map_err(invalid)?;
         return match svc.publish(vec![event.into()]).await.pop() {
             Some(Ok(a)) => Ok((StatusCode::ACCEPTED, Json(a)).into_response()),
             Some(Err(e)) => Err(e.into()),
             None => Err(bad("no event")),
         };
     }
-    let events = serde_json::from_value::<BatchJson>(value)
+    let events = serde_json::from_slice::<BatchJson>(&body)
         .map_err(invalid)?
         .events;
     if events.len() > MAX_EVENTS {
@@ -141,6 +143,13 @@ async fn publish(State(svc): State<Svc>, body: Bytes) -> Result<Response, ApiErr
         "accepted": accepted, "refused": refused, "results": results
     }))
     .into_response())
+}
+
+/// Just enough of a request to see whether it is a batch.
+#[derive(Debug, Deserialize)]
+struct Probe {
+    #[serde(default)]
+    events: Option<serde::de::IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -136,8 +136,9 @@ impl Registry {
         }
         let expires = self.now_ms() + self.inner.ttl.as_millis() as u64;
         let mut shard = lock_write(self.shard(member));
-        let devices = shard.entry(Arc::from(member)).or_default();
-        if let Some(i) = devices.iter().position(|d| *d.id == *r.id) {
+        if let Some(devices) = shard.get_mut(member)
+            && let Some(i) = devices.iter().position(|d| *d.id == *r.id)
+        {
             let d = &devices[i];
             if d.device_type == r.device_type && d.channel == r.channel && *d.token == *r.token {
                 d.expires_ms.store(expires, Ordering::Relaxed);
@@ -146,12 +147,26 @@ impl Registry {
             devices.remove(i);
             self.inner.devices.fetch_sub(1, Ordering::Relaxed);
         }
-        if devices.len() >= MAX_DEVICES_PER_MEMBER {
+        if shard
+            .get(member)
+            .is_some_and(|d| d.len() >= MAX_DEVICES_PER_MEMBER)
+        {
             return Err(RegistryError::MemberFull);
         }
-        if self.inner.devices.load(Ordering::Relaxed) >= self.inner.max_devices as u64 {
+        // Reserve the slot first, so concurrent registrations on other
+        // shards cannot overshoot the limit.
+        let max = self.inner.max_devices as u64;
+        if self
+            .inner
+            .devices
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
             return Err(RegistryError::Full(self.inner.max_devices));
         }
+        let devices = shard.entry(Arc::from(member)).or_default();
         devices.push(Arc::new(Device {
             id: r.id.into(),
             device_type: r.device_type,
@@ -159,7 +174,6 @@ impl Registry {
             token: r.token.into(),
             expires_ms: AtomicU64::new(expires),
         }));
-        self.inner.devices.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 

@@ -54,7 +54,8 @@ const NS_PER_S: i64 = 1_000_000_000;
 /// How long an idle worker sleeps when no append woke it.
 const IDLE_WAIT: Duration = Duration::from_millis(50);
 /// Extra history re-read for de-duplication after a restart, beyond the
-/// window, for appends that landed slightly out of acceptance order.
+/// window and the future limit: slack for acceptance stamps taken with a
+/// different clock reading than the processor's (a safety margin only).
 const REPLAY_MARGIN: Duration = Duration::from_secs(10);
 
 /// Why a request failed.
@@ -241,6 +242,8 @@ struct ShardProc {
     dedup: DedupWindow,
     /// (acceptance second, first sequence with it), oldest first.
     slices: VecDeque<(i64, u64)>,
+    /// Early evictions of the window already added to the service's count.
+    evictions_reported: u64,
 }
 
 impl ShardProc {
@@ -408,6 +411,7 @@ impl NotifyService {
                         warm: false,
                         dedup: DedupWindow::new(window, per_shard_cap),
                         slices: VecDeque::new(),
+                        evictions_reported: 0,
                     }),
                 }));
             }
@@ -565,7 +569,11 @@ impl NotifyService {
         let shards = usize::from(self.config.shards);
         let mut groups: Vec<Vec<(usize, Envelope)>> = (0..3 * shards).map(|_| Vec::new()).collect();
         for (i, e) in events.into_iter().enumerate() {
-            let fallback = e.priority.as_deref().and_then(|p| p.parse().ok());
+            let fallback = e
+                .priority
+                .as_deref()
+                .and_then(|p| p.parse().ok())
+                .or_else(|| self.types.get(&e.kind).map(|(t, _)| t.priority));
             match self.validate(e, now) {
                 Ok((p, shard, env)) => {
                     groups[p.index() * shards + usize::from(shard)].push((i, env))
@@ -725,13 +733,9 @@ impl NotifyService {
     /// Sizes the pools once: goal from lag, then running toward goal.
     async fn reconcile(self: &Arc<Self>) {
         let now = Instant::now();
+        let lags = self.lag().await;
         for p in Priority::ALL {
-            let mut lag = 0u64;
-            for s in &self.shards[p.index()] {
-                if let Ok(end) = s.log.end().await {
-                    lag += end.saturating_sub(s.next_hint.load(Ordering::Relaxed));
-                }
-            }
+            let lag = lags[p.index()];
             self.lag[p.index()].store(lag, Ordering::Relaxed);
             let respawn = {
                 let mut goals = self
@@ -809,10 +813,13 @@ impl NotifyService {
         };
         let batch_instant = Instant::now();
         proc.dedup.expire(now);
-        let evicted_before = proc.dedup.evicted_early();
+        let slices_before = proc.slices.len();
         let mut events = Vec::with_capacity(records.len());
         let mut deliveries = Vec::with_capacity(records.len());
         let (mut stale, mut duplicate, mut corrupt) = (0, 0, 0);
+        // Records whose keys this batch put into the window (taken out
+        // again if the batch cannot be stored).
+        let mut recorded = Vec::with_capacity(records.len());
         for r in &records {
             let env = &r.envelope;
             proc.note(env.accepted.latest_ns, r.seq);
@@ -823,7 +830,11 @@ impl NotifyService {
                 corrupt += 1;
                 continue;
             };
-            match gates::judge(&env.key, &env.token, spec.staleness, now, &mut proc.dedup) {
+            let verdict = gates::judge(&env.key, &env.token, spec.staleness, now, &mut proc.dedup);
+            if verdict != Verdict::Duplicate {
+                recorded.push(env);
+            }
+            match verdict {
                 Verdict::Stale => stale += 1,
                 Verdict::Duplicate => duplicate += 1,
                 Verdict::Pass => {
@@ -866,10 +877,12 @@ impl NotifyService {
             Err(e) => {
                 tracing::warn!(priority = %p, shard = shard.index, "member store write failed, retrying the batch: {e}");
                 self.metrics.store_errors.fetch_add(1, Ordering::Relaxed);
-                // The window saw this batch; rebuild it before the retry.
-                proc.warm = false;
-                proc.dedup = DedupWindow::new(self.config.dedup_window(), proc.dedup_cap());
-                proc.slices.clear();
+                // Take this batch's keys out of the window again, so the
+                // retry does not take its own events for duplicates.
+                for env in recorded {
+                    proc.dedup.forget(&env.key, &env.token);
+                }
+                proc.slices.truncate(slices_before);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return 0;
             }
@@ -883,15 +896,21 @@ impl NotifyService {
         m.duplicate.add(p, duplicate);
         m.corrupt.add(p, corrupt);
         m.stored.add(p, stored);
-        self.dedup_evicted.fetch_add(
-            proc.dedup.evicted_early() - evicted_before,
-            Ordering::Relaxed,
-        );
+        self.note_evictions(proc);
         for (id, d) in (first..).zip(deliveries) {
             m.stored_latency[p.index()].record(d.created.elapsed());
             self.push(p, id, d);
         }
         records.len()
+    }
+
+    /// Adds the window's early evictions since the last call (warm-up
+    /// included) to the status count.
+    fn note_evictions(&self, proc: &mut ShardProc) {
+        let total = proc.dedup.evicted_early();
+        self.dedup_evicted
+            .fetch_add(total - proc.evictions_reported, Ordering::Relaxed);
+        proc.evictions_reported = total;
     }
 
     /// Hands one stored notification to every online, targeted device.
@@ -950,6 +969,7 @@ impl NotifyService {
             from = last + 1;
         }
         proc.warm = true;
+        self.note_evictions(proc);
         Ok(())
     }
 
@@ -1064,12 +1084,6 @@ impl NotifyService {
             self.registry.len() as f64,
         ));
         self.metrics.render(&gauges)
-    }
-}
-
-impl ShardProc {
-    fn dedup_cap(&self) -> usize {
-        self.dedup.capacity()
     }
 }
 

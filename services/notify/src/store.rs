@@ -293,7 +293,10 @@ fn split_value(seq: u64, v: &[u8]) -> Result<(&str, MemberEvent), ModelError> {
 }
 
 /// Member → its event sequence numbers, ascending.
-type MemberIndex = std::sync::RwLock<std::collections::HashMap<Arc<str>, Vec<u64>>>;
+type IndexMap = std::collections::HashMap<Arc<str>, Vec<u64>>;
+
+/// The index, shared by the writer and readers.
+type MemberIndex = std::sync::RwLock<IndexMap>;
 
 /// Where a shard's processing resumes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -450,22 +453,32 @@ impl Store {
                 configured: shards,
             });
         }
-        let mut members: std::collections::HashMap<Arc<str>, Vec<u64>> = Default::default();
-        for (key, value) in kv.scan("s.").await? {
-            let Some(seq) = key
-                .strip_prefix("s.")
-                .and_then(|h| u64::from_str_radix(h, 16).ok())
-            else {
-                continue;
-            };
-            if seq >= meta.next_seq {
-                // Written by a batch whose checkpoint never landed (NATS):
-                // it will be written again.
-                continue;
-            }
-            let (member, _) = split_value(seq, &value)?;
-            members.entry(member.into()).or_default().push(seq);
-        }
+        // One streaming pass: only member ids and sequence numbers are kept.
+        let next_seq = meta.next_seq;
+        let members = kv
+            .scan_fold("s.", IndexMap::new(), move |members, key, value| {
+                let Some(seq) = key
+                    .strip_prefix("s.")
+                    .and_then(|h| u64::from_str_radix(h, 16).ok())
+                else {
+                    return Ok(());
+                };
+                if seq >= next_seq {
+                    // Written by a batch whose checkpoint never landed
+                    // (NATS): it will be written again.
+                    return Ok(());
+                }
+                let (member, _) = split_value(seq, value)
+                    .map_err(|e| KvError::Embedded(format!("{key}: {e}")))?;
+                match members.get_mut(member) {
+                    Some(seqs) => seqs.push(seq),
+                    None => {
+                        members.insert(Arc::from(member), vec![seq]);
+                    }
+                }
+                Ok(())
+            })
+            .await?;
         let (tx, rx) = mpsc::channel(1024);
         let store = Self {
             kv: kv.clone(),
@@ -581,17 +594,26 @@ async fn writer(
     index: Arc<MemberIndex>,
     (written, batches): (Arc<AtomicU64>, Arc<AtomicU64>),
 ) {
-    while let Some(first) = rx.recv().await {
+    let mut pending: Option<Request> = None;
+    loop {
+        let first = match pending.take() {
+            Some(r) => r,
+            None => match rx.recv().await {
+                Some(r) => r,
+                None => return,
+            },
+        };
         let mut requests = vec![first];
         let mut size = requests[0].events.len();
-        while size < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(r) => {
-                    size += r.events.len();
-                    requests.push(r);
-                }
-                Err(_) => break,
+        // Take more only while the next request still fits (a single
+        // request larger than the bound goes alone).
+        while let Ok(permit) = rx.try_recv() {
+            if size + permit.events.len() > MAX_BATCH {
+                pending = Some(permit);
+                break;
             }
+            size += permit.events.len();
+            requests.push(permit);
         }
         // Most urgent first: they get the lowest sequence numbers and, were
         // the batch split, the first write.
@@ -627,9 +649,20 @@ async fn writer(
             }
         }
         new_meta.next_seq = next;
-        items.push((META_KEY.to_owned(), new_meta.encode()));
+        let encoded_meta = new_meta.encode();
+        items.push((META_KEY.to_owned(), encoded_meta.clone()));
         let n = items.len() as u64 - 1;
-        let result = kv.put_all(items).await;
+        let mut result = kv.put_all(items).await;
+        if result.is_err() {
+            // The checkpoint may have landed with its acknowledgement lost
+            // (NATS): then the batch is committed, and retrying it under the
+            // old sequence numbers would overwrite it. Ask the store.
+            if let Ok(Some(stored)) = kv.get(META_KEY).await
+                && stored == encoded_meta
+            {
+                result = Ok(());
+            }
+        }
         if result.is_ok() {
             let mut index = index
                 .write()
