@@ -62,6 +62,9 @@ async fn open(spec: BackendSpec, config: NotifyConfig) -> Arc<NotifyService> {
 fn config() -> NotifyConfig {
     let mut c = NotifyConfig::with_shards(2);
     c.edge_mailbox = 4;
+    // 1.5 M new-episode events land within its 600 s window on 2 shards:
+    // room for all of them, so de-duplication stays exact (status says so).
+    c.dedup_capacity = 12_000_000;
     for b in &mut c.bulkheads {
         b.queue_capacity = 200_000;
         b.concurrency = 2;
