@@ -249,20 +249,20 @@ fn start_counter(
     args: &crate::cli::CounterArgs,
     truetime: Option<&fbclock::FbClock>,
 ) -> Result<ServiceComponent> {
-    let serve = counter::cli::ServeArgs {
-        backend: args.counter_backend.clone().unwrap_or_else(default_backend),
+    let mut serve = counter::cli::ServeArgs {
         grpc: args.counter_grpc,
         http: args.counter_http,
         memcached: args.counter_memcached,
         ..counter::cli::ServeArgs::defaults()
     };
+    serve.common.backend = args.counter_backend.clone().unwrap_or_else(default_backend);
     let (runtime, running, fallback) = start_service("counter", |rt, ephemeral| {
         let mut serve = serve.clone();
         if ephemeral {
             serve.grpc.set_port(0);
             serve.http.set_port(0);
         }
-        let clock = service_clock(truetime, || serve.clock());
+        let clock = service_clock(truetime, || serve.common.clock());
         rt.block_on(counter::cli::start_with_clock(&serve, clock))
     })?;
     let running = Arc::new(running);
@@ -296,19 +296,19 @@ fn start_notify(
     args: &crate::cli::NotifyArgs,
     truetime: Option<&fbclock::FbClock>,
 ) -> Result<ServiceComponent> {
-    let serve = notify::cli::ServeArgs {
-        backend: args.notify_backend.clone().unwrap_or_else(default_backend),
+    let mut serve = notify::cli::ServeArgs {
         grpc: args.notify_grpc,
         http: args.notify_http,
         ..notify::cli::ServeArgs::defaults()
     };
+    serve.common.backend = args.notify_backend.clone().unwrap_or_else(default_backend);
     let (runtime, running, fallback) = start_service("notify", |rt, ephemeral| {
         let mut serve = serve.clone();
         if ephemeral {
             serve.grpc.set_port(0);
             serve.http.set_port(0);
         }
-        let clock = service_clock(truetime, || serve.clock());
+        let clock = service_clock(truetime, || serve.common.clock());
         rt.block_on(notify::cli::start_with_clock(&serve, clock))
     })?;
     let running = Arc::new(running);

@@ -228,17 +228,17 @@ async fn nats(urls: Vec<String>, kind: Kind, tag: &str) -> CounterService {
 
 /// AddCount over gRPC from `callers` tasks on `connections` HTTP/2 connections (hot key, eventual, embedded).
 async fn run_grpc(dir: &std::path::Path, adds: usize, connections: usize, callers: usize) -> Row {
-    let args = counter::cli::ServeArgs {
-        backend: format!("embedded:{}", dir.display()),
+    let mut args = counter::cli::ServeArgs {
         namespaces: vec!["b=eventual".into()],
         grpc: "127.0.0.1:0".parse().expect("addr"),
         http: "127.0.0.1:0".parse().expect("addr"),
-        system_clock_bound_us: 1000,
         accept_limit_ms: 500,
         grace_ms: 1500,
         rollup_interval_ms: 50,
         ..counter::cli::ServeArgs::defaults()
     };
+    args.common.backend = format!("embedded:{}", dir.display());
+    args.common.system_clock_bound_us = 1000;
     let run = counter::cli::start(&args).await.expect("serve");
     let url = format!("http://{}", run.grpc);
     let mut channels = Vec::new();

@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use eventlog::backend::Backend;
+use eventlog::args::ServiceArgs;
 use eventlog::{IdempotencyToken, TimeSource};
 use tokio::net::TcpListener;
 
@@ -73,9 +72,9 @@ pub enum Command {
 /// Arguments of `serve` (also used by `timecard up`).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Event log and KV backend: `embedded:DIR` or `nats://HOST:PORT[,…]`.
-    #[arg(long, default_value = "embedded:timecard-data")]
-    pub backend: String,
+    /// Backend and clock.
+    #[command(flatten)]
+    pub common: ServiceArgs,
     /// A namespace: NAME=TYPE with TYPE best-effort[:TTL_S], eventual or
     /// accurate. Repeat for several.
     #[arg(long = "namespace", value_name = "NAME=TYPE", default_values_t = ["views=eventual".to_owned(), "likes=accurate".to_owned(), "experiments=best-effort:3600".to_owned()])]
@@ -89,13 +88,6 @@ pub struct ServeArgs {
     /// memcached for best-effort namespaces.
     #[arg(long, value_name = "HOST:PORT")]
     pub memcached: Option<SocketAddr>,
-    /// fbclock shared memory file; without it (or if it cannot be opened)
-    /// the system clock is used with --system-clock-bound-us.
-    #[arg(long)]
-    pub fbclock: Option<PathBuf>,
-    /// Assumed error of the system clock when no fbclockd runs, µs.
-    #[arg(long, default_value_t = 10_000)]
-    pub system_clock_bound_us: i64,
     /// Events older than this are refused; rollups lag by it, ms.
     #[arg(long, default_value_t = 5_000)]
     pub accept_limit_ms: u64,
@@ -105,9 +97,6 @@ pub struct ServeArgs {
     /// Rollup period, ms.
     #[arg(long, default_value_t = 250)]
     pub rollup_interval_ms: u64,
-    /// Do not fsync the embedded log (survives kill -9, not power loss).
-    #[arg(long)]
-    pub no_fsync: bool,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -144,12 +133,7 @@ impl ServeArgs {
                 bail!("{name} {v}: must be between 1 and {DAY_MS} (one day)");
             }
         }
-        if !(0..=3_600_000_000).contains(&self.system_clock_bound_us) {
-            bail!(
-                "--system-clock-bound-us {}: must be between 0 and one hour",
-                self.system_clock_bound_us
-            );
-        }
+        self.common.check().map_err(anyhow::Error::msg)?;
         Ok(CounterConfig {
             namespaces,
             accept_limit: Duration::from_millis(self.accept_limit_ms),
@@ -158,20 +142,6 @@ impl ServeArgs {
             memcached: self.memcached,
             ..CounterConfig::default()
         })
-    }
-
-    /// The TrueTime source: fbclock if given and readable, else the system clock.
-    #[must_use]
-    pub fn clock(&self) -> TimeSource {
-        TimeSource::fbclock_or_system(
-            self.fbclock.as_deref(),
-            self.system_clock_bound_us.saturating_mul(1000),
-        )
-    }
-
-    /// Opens the backend.
-    pub async fn backend(&self) -> anyhow::Result<Backend> {
-        Ok(Backend::open_spec(&self.backend, "counter", !self.no_fsync).await?)
     }
 }
 
@@ -196,14 +166,14 @@ impl Running {
 
 /// Starts the service and both listeners on the current runtime.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
-    start_with_clock(args, args.clock()).await
+    start_with_clock(args, args.common.clock()).await
 }
 
 /// As [`start`], with TrueTime from `clock` (`timecard up` hands over its
 /// in-process fbclockd client).
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let cfg = args.config()?;
-    let backend = args.backend().await?;
+    let backend = args.common.backend("counter").await?;
     let service = CounterService::start(cfg, clock, backend).await?;
     listen(service, args.grpc, args.http).await
 }

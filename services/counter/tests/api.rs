@@ -12,17 +12,18 @@ use eventlog::TimeSource;
 use tonic::Code;
 
 fn args(dir: &std::path::Path) -> ServeArgs {
-    ServeArgs {
-        backend: format!("embedded:{}", dir.display()),
+    let mut args = ServeArgs {
         namespaces: vec!["ev=eventual".into(), "acc=accurate".into()],
         grpc: "127.0.0.1:0".parse().unwrap(),
         http: "127.0.0.1:0".parse().unwrap(),
-        system_clock_bound_us: 1000,
         accept_limit_ms: 300,
         grace_ms: 1000,
         rollup_interval_ms: 20,
         ..counter::cli::ServeArgs::defaults()
-    }
+    };
+    args.common.backend = format!("embedded:{}", dir.display());
+    args.common.system_clock_bound_us = 1000;
+    args
 }
 
 /// One HTTP/1.1 request; returns (status, body).

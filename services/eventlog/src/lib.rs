@@ -12,12 +12,14 @@
 //!   `redb` and JetStream KV.
 //! - [`backend`]: picks the backends from one configuration string
 //!   (`embedded:DIR` or `nats://HOST:PORT[,…]`).
+//! - [`args`]: the backend and clock flags every service's `serve` shares.
 //! - `testkit` (feature `testkit`): test helpers that start real
 //!   `nats-server` and `memcached` processes on loopback ports.
 //!
 //! Everything here is I/O at the edge; the services' state machines stay
 //! pure and take these as inputs.
 
+pub mod args;
 pub mod backend;
 pub mod clock;
 pub mod envelope;

@@ -284,7 +284,7 @@ async fn baseline(dir: &std::path::Path, events: u64) -> f64 {
 /// 2 HTTP/2 connections, batches of 500), closed loop, end to end.
 async fn over_grpc(dir: &std::path::Path, events: u64, members: u64) {
     let mut args = notify::cli::ServeArgs::defaults();
-    args.backend = format!("embedded:{}", dir.join("grpc").display());
+    args.common.backend = format!("embedded:{}", dir.join("grpc").display());
     args.grpc = "127.0.0.1:0".parse().expect("addr");
     args.http = "127.0.0.1:0".parse().expect("addr");
     let run = notify::cli::start_with_clock(&args, TimeSource::system(1_000_000))

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use eventlog::TimeSource;
-use eventlog::backend::Backend;
+use eventlog::args::ServiceArgs;
 use outbound::{ApnsConfig, BulkheadConfig, FcmConfig};
 use tokio::net::TcpListener;
 
@@ -102,9 +102,9 @@ pub enum Command {
 /// Arguments of `serve` (also used by `timecard up`).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Event log and KV backend: `embedded:DIR` or `nats://HOST:PORT[,…]`.
-    #[arg(long, default_value = "embedded:timecard-data")]
-    pub backend: String,
+    /// Backend and clock.
+    #[command(flatten)]
+    pub common: ServiceArgs,
     /// A notification type NAME=STALENESS_S[:PRIORITY]; repeat. Default:
     /// live-event=30:high viewing-activity=60:medium new-episode=600:medium
     /// my-list=300:low profile-update=300:low.
@@ -150,16 +150,6 @@ pub struct ServeArgs {
     /// Per-request timeout of a channel, ms.
     #[arg(long, default_value_t = 5_000)]
     pub channel_timeout_ms: u64,
-    /// fbclock shared memory file; without it (or if it cannot be opened)
-    /// the system clock is used with --system-clock-bound-us.
-    #[arg(long)]
-    pub fbclock: Option<PathBuf>,
-    /// Assumed error of the system clock when no fbclockd runs, µs.
-    #[arg(long, default_value_t = 10_000)]
-    pub system_clock_bound_us: i64,
-    /// Do not fsync the embedded logs (survives kill -9, not power loss).
-    #[arg(long)]
-    pub no_fsync: bool,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -200,6 +190,7 @@ impl ServeArgs {
 
     /// The pipeline configuration these arguments describe.
     pub fn config(&self) -> anyhow::Result<NotifyConfig> {
+        self.common.check().map_err(anyhow::Error::msg)?;
         let mut config = NotifyConfig::with_shards(self.shards);
         config.dedup_capacity = self.dedup_capacity;
         if !self.types.is_empty() {
@@ -263,20 +254,6 @@ impl ServeArgs {
         };
         Ok(config)
     }
-
-    /// The TrueTime source: fbclock if given and readable, else the system clock.
-    #[must_use]
-    pub fn clock(&self) -> TimeSource {
-        TimeSource::fbclock_or_system(
-            self.fbclock.as_deref(),
-            self.system_clock_bound_us.saturating_mul(1000),
-        )
-    }
-
-    /// Opens the backend.
-    pub async fn backend(&self) -> anyhow::Result<Backend> {
-        Ok(Backend::open_spec(&self.backend, "notify", !self.no_fsync).await?)
-    }
 }
 
 /// A running pipeline with its listeners.
@@ -301,7 +278,7 @@ impl Running {
 /// Starts the pipeline with TrueTime from `clock` and serves it.
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let config = args.config()?;
-    let backend = args.backend().await?;
+    let backend = args.common.backend("notify").await?;
     let service = NotifyService::start(config, &backend, clock).await?;
     let listeners = async {
         let g = TcpListener::bind(args.grpc)
@@ -358,7 +335,7 @@ fn rpc_error(s: tonic::Status) -> anyhow::Error {
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Serve(args) => {
-            let running = start_with_clock(&args, args.clock()).await?;
+            let running = start_with_clock(&args, args.common.clock()).await?;
             let status = running.service.status();
             println!(
                 "notify: gRPC {} HTTP {} backend {} clock: {}",

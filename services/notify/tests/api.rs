@@ -15,7 +15,7 @@ use tonic::Code;
 
 async fn start(dir: &std::path::Path) -> Running {
     let mut args = ServeArgs::defaults();
-    args.backend = format!("embedded:{}", dir.display());
+    args.common.backend = format!("embedded:{}", dir.display());
     args.grpc = "127.0.0.1:0".parse().unwrap();
     args.http = "127.0.0.1:0".parse().unwrap();
     args.shards = 2;

@@ -1,0 +1,82 @@
+//! The flags every service's `serve` shares: where its data lives and where
+//! it reads TrueTime (`#[command(flatten)]` them into a service's own
+//! arguments).
+
+use std::path::PathBuf;
+
+use crate::backend::{Backend, BackendError};
+use crate::clock::TimeSource;
+
+/// Largest assumed system-clock error, µs (one hour).
+const MAX_SYSTEM_BOUND_US: i64 = 3_600_000_000;
+
+/// Backend and clock flags of a service.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServiceArgs {
+    /// Event log and KV backend: `embedded:DIR` or `nats://HOST:PORT[,…]`.
+    #[arg(long, default_value = "embedded:timecard-data")]
+    pub backend: String,
+    /// fbclock shared memory file; without it (or if it cannot be opened)
+    /// the system clock is used with --system-clock-bound-us.
+    #[arg(long)]
+    pub fbclock: Option<PathBuf>,
+    /// Assumed error of the system clock when no fbclockd runs, µs.
+    #[arg(long, default_value_t = 10_000)]
+    pub system_clock_bound_us: i64,
+    /// Do not fsync the embedded logs (survives kill -9, not power loss).
+    #[arg(long)]
+    pub no_fsync: bool,
+}
+
+impl ServiceArgs {
+    /// Checks the values clap cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if (0..=MAX_SYSTEM_BOUND_US).contains(&self.system_clock_bound_us) {
+            Ok(())
+        } else {
+            Err(format!(
+                "--system-clock-bound-us {}: must be between 0 and one hour",
+                self.system_clock_bound_us
+            ))
+        }
+    }
+
+    /// The TrueTime source: fbclock if given and readable, else the system
+    /// clock with the assumed bound.
+    #[must_use]
+    pub fn clock(&self) -> TimeSource {
+        TimeSource::fbclock_or_system(
+            self.fbclock.as_deref(),
+            self.system_clock_bound_us.saturating_mul(1000),
+        )
+    }
+
+    /// Opens the backend for `service`.
+    pub async fn backend(&self, service: &str) -> Result<Backend, BackendError> {
+        Backend::open_spec(&self.backend, service, !self.no_fsync).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServiceArgs,
+    }
+
+    #[test]
+    fn defaults_and_checks() {
+        let a = Cli::parse_from(["x"]).args;
+        assert_eq!(a.backend, "embedded:timecard-data");
+        assert!(a.check().is_ok());
+        assert!(
+            a.clock().describe().contains("ASSUMED") || a.clock().describe().contains("fbclock")
+        );
+        let bad = Cli::parse_from(["x", "--system-clock-bound-us=-5"]).args;
+        assert!(bad.check().unwrap_err().contains("between 0 and one hour"));
+    }
+}
