@@ -293,7 +293,8 @@ pub struct PoolStatus {
     pub lag: u64,
     /// Workers the reconciler aims for.
     pub goal: usize,
-    /// Workers running.
+    /// Workers running now (counted by the workers themselves; during a
+    /// resize the old generation finishes its batch while the new starts).
     pub running: usize,
     /// Why the goal last changed.
     pub reason: String,
@@ -313,7 +314,10 @@ pub struct NotifyService {
     admission: [Arc<Semaphore>; 3],
     lag: [AtomicU64; 3],
     generation: [AtomicU64; 3],
+    /// Per priority: the goal and how many workers its generation spawned.
     goals: Mutex<[(Goal, usize); 3]>,
+    /// Per priority: workers alive.
+    live: [AtomicU64; 3],
     store: Store,
     registry: Registry,
     edge: EdgeHub,
@@ -460,6 +464,7 @@ impl NotifyService {
             lag: Default::default(),
             generation: Default::default(),
             goals: Mutex::new(goals),
+            live: Default::default(),
             store,
             registry,
             edge,
@@ -742,13 +747,13 @@ impl NotifyService {
                     .goals
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                let (goal, running) = &mut goals[p.index()];
+                let (goal, spawned) = &mut goals[p.index()];
                 goal.update(&self.config.pools[p.index()], lag, now);
-                if goal.workers == *running {
+                if goal.workers == *spawned {
                     None
                 } else {
-                    tracing::info!(priority = %p, goal = goal.workers, running, reason = %goal.reason, "resizing pool");
-                    *running = goal.workers;
+                    tracing::info!(priority = %p, goal = goal.workers, spawned, reason = %goal.reason, "resizing pool");
+                    *spawned = goal.workers;
                     Some(goal.workers)
                 }
             };
@@ -994,12 +999,12 @@ impl NotifyService {
         Priority::ALL
             .iter()
             .map(|p| {
-                let (goal, running) = &goals[p.index()];
+                let (goal, _) = &goals[p.index()];
                 PoolStatus {
                     priority: p.as_str(),
                     lag: self.lag[p.index()].load(Ordering::Relaxed),
                     goal: goal.workers,
-                    running: *running,
+                    running: self.live[p.index()].load(Ordering::Relaxed) as usize,
                     reason: goal.reason.clone(),
                     shards: self.config.shards,
                 }
@@ -1100,7 +1105,24 @@ async fn reconciler(service: std::sync::Weak<NotifyService>) {
     }
 }
 
+/// Counts a worker as alive until it returns (or panics).
+struct Alive<'a>(&'a AtomicU64);
+
+impl<'a> Alive<'a> {
+    fn new(count: &'a AtomicU64) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Alive<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 async fn worker(service: Arc<NotifyService>, p: Priority, generation: u64, i: usize, n: usize) {
+    let _alive = Alive::new(&service.live[p.index()]);
     let mine: Vec<Arc<Shard>> = service.shards[p.index()]
         .iter()
         .enumerate()
