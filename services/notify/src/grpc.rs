@@ -60,33 +60,24 @@ fn status(e: &NotifyError) -> Status {
 pub fn change_to_pb(e: &crate::store::MemberEvent) -> pb::Change {
     let mut c = pb::Change {
         seq: e.seq,
+        change: e.change_name().into(),
+        notification_id: e.notification_id(),
         stored_earliest_ns: e.at.earliest_ns,
         stored_latest_ns: e.at.latest_ns,
         ..Default::default()
     };
-    match &e.change {
-        Change::Notified {
-            kind,
-            priority,
-            created_ns,
-            body,
-            ..
-        } => {
-            c.change = "notified".into();
-            c.notification_id = e.seq;
-            c.r#type = kind.clone();
-            c.priority = priority.as_str().into();
-            c.created_ns = *created_ns;
-            c.body = body.clone();
-        }
-        Change::Read { id } => {
-            c.change = "read".into();
-            c.notification_id = *id;
-        }
-        Change::Dismissed { id } => {
-            c.change = "dismissed".into();
-            c.notification_id = *id;
-        }
+    if let Change::Notified {
+        kind,
+        priority,
+        created_ns,
+        body,
+        ..
+    } = &e.change
+    {
+        c.r#type = kind.clone();
+        c.priority = priority.as_str().into();
+        c.created_ns = *created_ns;
+        c.body = body.clone();
     }
     c
 }

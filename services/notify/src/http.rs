@@ -161,27 +161,26 @@ struct BatchJson {
 /// A member event as JSON.
 #[must_use]
 pub fn change_json(e: &MemberEvent) -> serde_json::Value {
-    let stored = [e.at.earliest_ns, e.at.latest_ns];
-    match &e.change {
-        Change::Notified {
-            kind,
-            priority,
-            targets,
-            created_ns,
-            body,
-        } => serde_json::json!({
-            "seq": e.seq, "change": "notified", "id": e.seq, "type": kind,
-            "priority": priority.as_str(), "targets": targets.names(),
-            "created_ns": created_ns, "stored": stored,
-            "body": serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default(),
-        }),
-        Change::Read { id } => {
-            serde_json::json!({"seq": e.seq, "change": "read", "id": id, "stored": stored})
-        }
-        Change::Dismissed { id } => {
-            serde_json::json!({"seq": e.seq, "change": "dismissed", "id": id, "stored": stored})
-        }
+    let mut json = serde_json::json!({
+        "seq": e.seq, "change": e.change_name(), "id": e.notification_id(),
+        "stored": [e.at.earliest_ns, e.at.latest_ns],
+    });
+    if let Change::Notified {
+        kind,
+        priority,
+        targets,
+        created_ns,
+        body,
+    } = &e.change
+    {
+        let body = serde_json::from_slice::<serde_json::Value>(body).unwrap_or_default();
+        json["type"] = kind.as_str().into();
+        json["priority"] = priority.as_str().into();
+        json["targets"] = targets.names().into();
+        json["created_ns"] = (*created_ns).into();
+        json["body"] = body;
     }
+    json
 }
 
 #[derive(Debug, Deserialize)]

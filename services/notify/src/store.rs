@@ -80,6 +80,25 @@ pub struct MemberEvent {
 }
 
 impl MemberEvent {
+    /// What changed: `notified`, `read` or `dismissed` (the APIs' names).
+    #[must_use]
+    pub fn change_name(&self) -> &'static str {
+        match self.change {
+            Change::Notified { .. } => "notified",
+            Change::Read { .. } => "read",
+            Change::Dismissed { .. } => "dismissed",
+        }
+    }
+
+    /// The notification the event is about (a `notified` event's own id).
+    #[must_use]
+    pub fn notification_id(&self) -> u64 {
+        match self.change {
+            Change::Notified { .. } => self.seq,
+            Change::Read { id } | Change::Dismissed { id } => id,
+        }
+    }
+
     /// Binary form: `version | tag | earliest | latest | fields`.
     #[must_use]
     pub fn encode(&self) -> Vec<u8> {
