@@ -1,0 +1,805 @@
+//! An edge node: holds device connections and writes pushes to them.
+//!
+//! A device connects over WebSocket (`GET /v1/ws`) or Server-Sent Events
+//! (`GET /v1/sse`) with a signed token ([`crate::token`]); the token is
+//! checked before the upgrade, so a bad or missing one costs one HTTP
+//! response and no connection state. An accepted connection is registered
+//! in the push registry, gets a `hello` frame and then:
+//!
+//! - **bounded send buffer**: pushes are queued without waiting
+//!   (`try_send`); a client whose buffer is full is dropped (it reconnects
+//!   and catches up from the pull store) and never slows anyone else. A
+//!   write that stalls longer than the write timeout drops it too.
+//! - **heartbeats**: WebSocket pings (SSE comments); a WebSocket client
+//!   that sends nothing, not even a pong, for three intervals is closed.
+//! - **randomized maximum lifetime** (75 to 100 % of the configured one):
+//!   the connection is asked to reconnect, so load spreads onto new nodes
+//!   and reconnect waves do not synchronise.
+//! - **graceful drain** on shutdown: new connections are refused and every
+//!   client is told to reconnect elsewhere, spread over the drain period.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use crate::frame::{Encoded, Frame, ReconnectReason};
+use crate::registry::Registry;
+use crate::token::{Claims, valid_name};
+
+const SHARDS: usize = 64;
+
+/// How an edge node behaves.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// This node's id (in the registry and in `hello`).
+    pub node_id: String,
+    /// Interval of heartbeats (WebSocket ping, SSE comment).
+    pub heartbeat: Duration,
+    /// Maximum connection lifetime; each connection gets a random 75 to
+    /// 100 % of it.
+    pub max_lifetime: Duration,
+    /// Frames queued per connection before it counts as too slow.
+    pub send_buffer: usize,
+    /// Longest a write to one client may take.
+    pub write_timeout: Duration,
+    /// Most connections held at once.
+    pub max_connections: usize,
+    /// Over how long a drain spreads its reconnect requests.
+    pub drain_period: Duration,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            node_id: "edge-1".into(),
+            heartbeat: Duration::from_secs(30),
+            max_lifetime: Duration::from_secs(30 * 60),
+            send_buffer: 64,
+            write_timeout: Duration::from_secs(10),
+            max_connections: 250_000,
+            drain_period: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why a connection was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The node is draining.
+    #[error("edge node is draining; connect to another node")]
+    Draining,
+    /// The node holds its maximum number of connections.
+    #[error("edge node is full ({0} connections)")]
+    Full(usize),
+    /// The registry could not record the connection.
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
+}
+
+/// One connection in the node's table.
+#[derive(Debug)]
+struct Conn {
+    device: Arc<str>,
+    conn: u64,
+    topic: Option<Arc<str>>,
+    tx: mpsc::Sender<Encoded>,
+}
+
+type Shard = HashMap<Arc<str>, Vec<Conn>>;
+
+/// Counters of a node.
+#[derive(Debug, Default)]
+pub struct EdgeStats {
+    /// Connections accepted over WebSocket.
+    pub accepted_ws: AtomicU64,
+    /// Connections accepted over SSE.
+    pub accepted_sse: AtomicU64,
+    /// Upgrades refused for a bad or missing token.
+    pub refused_auth: AtomicU64,
+    /// Upgrades refused because the node was full or draining.
+    pub refused_busy: AtomicU64,
+    /// Frames queued to connections.
+    pub queued: AtomicU64,
+    /// Frames written to sockets.
+    pub written: AtomicU64,
+    /// Connections dropped because their send buffer was full or a write stalled.
+    pub dropped_slow: AtomicU64,
+    /// Connections closed for silence (no pong).
+    pub closed_idle: AtomicU64,
+    /// Connections asked to reconnect at the end of their lifetime.
+    pub closed_lifetime: AtomicU64,
+    /// Connections asked to reconnect by a drain.
+    pub closed_drain: AtomicU64,
+    /// Pushes for a device that is not connected here (any more).
+    pub not_here: AtomicU64,
+}
+
+/// An edge node (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct EdgeNode {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: EdgeConfig,
+    node: Arc<str>,
+    key: crate::token::TokenKey,
+    registry: Registry,
+    shards: Vec<RwLock<Shard>>,
+    connections: AtomicU64,
+    next_conn: AtomicU64,
+    draining: AtomicBool,
+    /// Sockets and SSE streams being served.
+    open: AtomicU64,
+    stats: EdgeStats,
+    started: Instant,
+}
+
+/// An accepted connection's server side: frames to write, and its place in
+/// the table (left when dropped).
+#[derive(Debug)]
+pub struct Attached {
+    node: EdgeNode,
+    member: Arc<str>,
+    device: Arc<str>,
+    conn: u64,
+    rx: mpsc::Receiver<Encoded>,
+    lifetime: Duration,
+    hello: Encoded,
+}
+
+impl Attached {
+    /// The next frame to write; `None` once the node let go of the
+    /// connection (drained, replaced or too slow).
+    pub async fn recv(&mut self) -> Option<Encoded> {
+        self.rx.recv().await
+    }
+
+    /// The `hello` frame.
+    #[must_use]
+    pub fn hello(&self) -> &Encoded {
+        &self.hello
+    }
+
+    /// This connection's id.
+    #[must_use]
+    pub fn conn(&self) -> u64 {
+        self.conn
+    }
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        self.node.detach(&self.member, &self.device, self.conn);
+    }
+}
+
+fn jitter_fraction() -> f64 {
+    (eventlog::envelope::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl EdgeNode {
+    /// A node that verifies tokens with `key` and registers connections in
+    /// `registry`.
+    ///
+    /// # Errors
+    /// A node id that is not a valid name.
+    pub fn new(
+        config: EdgeConfig,
+        key: crate::token::TokenKey,
+        registry: Registry,
+    ) -> Result<Self, crate::registry::RegistryError> {
+        if !valid_name(&config.node_id) {
+            return Err(crate::registry::RegistryError::Name(config.node_id));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                node: config.node_id.as_str().into(),
+                config,
+                key,
+                registry,
+                shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+                connections: AtomicU64::new(0),
+                next_conn: AtomicU64::new(1),
+                draining: AtomicBool::new(false),
+                open: AtomicU64::new(0),
+                stats: EdgeStats::default(),
+                started: Instant::now(),
+            }),
+        })
+    }
+
+    /// The node id.
+    #[must_use]
+    pub fn id(&self) -> &Arc<str> {
+        &self.inner.node
+    }
+
+    /// The configuration.
+    #[must_use]
+    pub fn config(&self) -> &EdgeConfig {
+        &self.inner.config
+    }
+
+    /// The token key.
+    #[must_use]
+    pub fn key(&self) -> &crate::token::TokenKey {
+        &self.inner.key
+    }
+
+    /// The registry connections are recorded in.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &EdgeStats {
+        &self.inner.stats
+    }
+
+    /// Connections held now.
+    #[must_use]
+    pub fn connections(&self) -> u64 {
+        self.inner.connections.load(Ordering::Relaxed)
+    }
+
+    /// Whether the node is draining.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.inner.draining.load(Ordering::Relaxed)
+    }
+
+    fn shard(&self, member: &str) -> &RwLock<Shard> {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in member.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.inner.shards[(h % SHARDS as u64) as usize]
+    }
+
+    /// Accepts an authenticated device: puts it in the table (replacing an
+    /// older connection of the same device on this node), registers its
+    /// route and returns its server side. `topic` subscribes it to
+    /// broadcasts of that topic.
+    ///
+    /// # Errors
+    /// Draining, full, or the registry write failed.
+    pub async fn attach(&self, claims: &Claims, topic: Option<&str>) -> Result<Attached, Refused> {
+        let inner = &self.inner;
+        if self.is_draining() {
+            inner.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Draining);
+        }
+        let max = inner.config.max_connections as u64;
+        if inner
+            .connections
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            inner.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Full(inner.config.max_connections));
+        }
+        let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(inner.config.send_buffer.max(1));
+        let member: Arc<str> = claims.member.as_str().into();
+        let device: Arc<str> = claims.device.as_str().into();
+        let device_type: Arc<str> = claims.device_type.as_str().into();
+        let lifetime = inner
+            .config
+            .max_lifetime
+            .mul_f64(0.75 + 0.25 * jitter_fraction());
+        let attached = Attached {
+            node: self.clone(),
+            member: member.clone(),
+            device: device.clone(),
+            conn,
+            rx,
+            lifetime,
+            hello: Frame::Hello {
+                node: inner.node.to_string(),
+                conn,
+                heartbeat_s: inner.config.heartbeat.as_secs(),
+                lifetime_s: lifetime.as_secs(),
+            }
+            .encode(),
+        };
+        {
+            let mut shard = self
+                .shard(&member)
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let conns = shard.entry(member.clone()).or_default();
+            if let Some(old) = conns.iter().position(|c| c.device == device) {
+                // The device reconnected here: the old connection closes.
+                conns.swap_remove(old);
+                inner.connections.fetch_sub(1, Ordering::Relaxed);
+            }
+            conns.push(Conn {
+                device: device.clone(),
+                conn,
+                topic: topic.map(Into::into),
+                tx,
+            });
+        }
+        let route = inner.registry.route(&inner.node, &device_type, conn);
+        inner.registry.register(&member, &device, route).await?;
+        Ok(attached)
+    }
+
+    /// Takes connection `conn` out of the table (if still there) and
+    /// unregisters its route.
+    fn detach(&self, member: &Arc<str>, device: &Arc<str>, conn: u64) {
+        if self.remove_conns(member, |c| c.conn == conn) == 0 {
+            return;
+        }
+        let (registry, node, member, device) = (
+            self.inner.registry.clone(),
+            self.inner.node.clone(),
+            member.clone(),
+            device.clone(),
+        );
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { registry.unregister(&member, &device, &node, conn).await });
+        }
+    }
+
+    /// Removes a member's connections matching `which`; how many.
+    fn remove_conns(&self, member: &str, which: impl Fn(&Conn) -> bool) -> usize {
+        let mut shard = self
+            .shard(member)
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(conns) = shard.get_mut(member) else {
+            return 0;
+        };
+        let before = conns.len();
+        conns.retain(|c| !which(c));
+        let removed = before - conns.len();
+        if conns.is_empty() {
+            shard.remove(member);
+        }
+        self.inner
+            .connections
+            .fetch_sub(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    /// Queues `frame` to each connection for which `which` holds; drops
+    /// connections whose buffer is full. Returns how many got it.
+    fn offer(&self, member: &str, frame: &Encoded, which: impl Fn(&Conn) -> bool) -> usize {
+        let mut sent = 0;
+        let mut slow = Vec::new();
+        {
+            let shard = self
+                .shard(member)
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(conns) = shard.get(member) {
+                for c in conns.iter().filter(|c| which(c)) {
+                    match c.tx.try_send(frame.clone()) {
+                        Ok(()) => sent += 1,
+                        Err(_) => slow.push(c.conn),
+                    }
+                }
+            }
+        }
+        self.drop_slow(member, &slow);
+        let stats = &self.inner.stats;
+        stats.queued.fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    fn drop_slow(&self, member: &str, slow: &[u64]) {
+        if slow.is_empty() {
+            return;
+        }
+        let n = self.remove_conns(member, |c| slow.contains(&c.conn));
+        self.inner
+            .stats
+            .dropped_slow
+            .fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Queues `frame` to a member's connections here (one device, or all);
+    /// how many got it.
+    pub fn deliver(&self, member: &str, device: Option<&str>, frame: &Encoded) -> usize {
+        let n = self.offer(member, frame, |c| device.is_none_or(|d| *c.device == *d));
+        if n == 0 {
+            self.inner.stats.not_here.fetch_add(1, Ordering::Relaxed);
+        }
+        n
+    }
+
+    /// Queues `frame` to every connection subscribed to `topic`; how many.
+    pub fn broadcast(&self, topic: &str, frame: &Encoded) -> usize {
+        let mut sent = 0;
+        for shard in &self.inner.shards {
+            let mut slow: Vec<(Arc<str>, u64)> = Vec::new();
+            {
+                let shard = shard
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (member, conns) in shard.iter() {
+                    for c in conns.iter().filter(|c| c.topic.as_deref() == Some(topic)) {
+                        match c.tx.try_send(frame.clone()) {
+                            Ok(()) => sent += 1,
+                            Err(_) => slow.push((member.clone(), c.conn)),
+                        }
+                    }
+                }
+            }
+            for (member, conn) in slow {
+                self.drop_slow(&member, &[conn]);
+            }
+        }
+        self.inner
+            .stats
+            .queued
+            .fetch_add(sent as u64, Ordering::Relaxed);
+        sent
+    }
+
+    /// Every (member, device, device type) connection, for refreshes.
+    fn snapshot(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
+        let mut all = Vec::with_capacity(self.connections() as usize);
+        for shard in &self.inner.shards {
+            let shard = shard
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            for (member, conns) in shard.iter() {
+                all.extend(
+                    conns
+                        .iter()
+                        .map(|c| (member.clone(), c.device.clone(), c.conn)),
+                );
+            }
+        }
+        all
+    }
+
+    /// Re-registers every live connection's route (keeps records from
+    /// expiring) and sweeps expired records out of the local copy. Run
+    /// every [`Registry::refresh_every`].
+    pub async fn refresh(&self) {
+        let registry = &self.inner.registry;
+        for (member, device, conn) in self.snapshot() {
+            // The device type is in the current record; a record that is
+            // gone (or moved) is not ours to renew.
+            let Some(mut route) = registry.lookup(&member, &device) else {
+                continue;
+            };
+            if route.node != self.inner.node || route.conn != conn {
+                continue;
+            }
+            route.expires_unix_ms = registry
+                .route(&route.node, &route.device_type, conn)
+                .expires_unix_ms;
+            if let Err(e) = registry.register(&member, &device, route).await {
+                tracing::warn!(%member, %device, "registry refresh failed: {e}");
+            }
+        }
+        registry.sweep();
+    }
+
+    /// Refreshes the node's routes until the node is dropped.
+    pub fn spawn_refresh(&self) -> tokio::task::JoinHandle<()> {
+        let weak = Arc::downgrade(&self.inner);
+        let every = self.inner.registry.refresh_every();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                EdgeNode { inner }.refresh().await;
+            }
+        })
+    }
+
+    /// Graceful drain: refuse new connections, then ask every client to
+    /// reconnect elsewhere, spread over the drain period, and let go of
+    /// them. Returns when all are gone or the period plus the write
+    /// timeout has passed.
+    pub async fn drain(&self) {
+        self.inner.draining.store(true, Ordering::SeqCst);
+        let all = self.snapshot();
+        let period = self.inner.config.drain_period;
+        let start = tokio::time::Instant::now();
+        let bye = Frame::Reconnect {
+            reason: ReconnectReason::Drain,
+        }
+        .encode();
+        let n = all.len().max(1);
+        for (i, (member, _, conn)) in all.iter().enumerate() {
+            let at = start + period.mul_f64(i as f64 / n as f64);
+            if tokio::time::Instant::now() < at {
+                tokio::time::sleep_until(at).await;
+            }
+            self.offer(member, &bye, |c| c.conn == *conn);
+            if self.remove_conns(member, |c| c.conn == *conn) > 0 {
+                self.inner
+                    .stats
+                    .closed_drain
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let deadline = start + period + self.inner.config.write_timeout;
+        while self.inner.stats_open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The status as JSON.
+    #[must_use]
+    pub fn status(&self) -> serde_json::Value {
+        let s = &self.inner.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        serde_json::json!({
+            "node": &*self.inner.node,
+            "connections": self.connections(),
+            "open_sockets": self.inner.stats_open(),
+            "draining": self.is_draining(),
+            "uptime_s": self.inner.started.elapsed().as_secs(),
+            "registry": {"backend": self.inner.registry.describe(), "records": self.inner.registry.len(), "ttl_s": self.inner.registry.ttl().as_secs_f64()},
+            "accepted": {"websocket": get(&s.accepted_ws), "sse": get(&s.accepted_sse)},
+            "refused": {"auth": get(&s.refused_auth), "busy": get(&s.refused_busy)},
+            "frames": {"queued": get(&s.queued), "written": get(&s.written), "not_here": get(&s.not_here)},
+            "closed": {"slow": get(&s.dropped_slow), "idle": get(&s.closed_idle), "lifetime": get(&s.closed_lifetime), "drain": get(&s.closed_drain)},
+            "rss_bytes": crate::rss_bytes(),
+        })
+    }
+
+    /// Prometheus text exposition of the counters.
+    #[must_use]
+    pub fn prometheus(&self) -> String {
+        let s = &self.inner.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut out = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
+            out.push_str(&format!(
+                "# HELP timecard_push_{name} {help}\n# TYPE timecard_push_{name} {kind}\n"
+            ));
+            for (labels, v) in lines {
+                out.push_str(&format!("timecard_push_{name}{labels} {v}\n"));
+            }
+        };
+        metric(
+            "connections",
+            "gauge",
+            "Connections held.",
+            &[("", self.connections())],
+        );
+        metric(
+            "accepted_total",
+            "counter",
+            "Connections accepted.",
+            &[
+                ("{transport=\"websocket\"}", get(&s.accepted_ws)),
+                ("{transport=\"sse\"}", get(&s.accepted_sse)),
+            ],
+        );
+        metric(
+            "refused_total",
+            "counter",
+            "Connections refused.",
+            &[
+                ("{reason=\"auth\"}", get(&s.refused_auth)),
+                ("{reason=\"busy\"}", get(&s.refused_busy)),
+            ],
+        );
+        metric(
+            "frames_queued_total",
+            "counter",
+            "Frames queued to connections.",
+            &[("", get(&s.queued))],
+        );
+        metric(
+            "frames_written_total",
+            "counter",
+            "Frames written to sockets.",
+            &[("", get(&s.written))],
+        );
+        metric(
+            "closed_total",
+            "counter",
+            "Connections closed by the server.",
+            &[
+                ("{reason=\"slow\"}", get(&s.dropped_slow)),
+                ("{reason=\"idle\"}", get(&s.closed_idle)),
+                ("{reason=\"lifetime\"}", get(&s.closed_lifetime)),
+                ("{reason=\"drain\"}", get(&s.closed_drain)),
+            ],
+        );
+        metric(
+            "registry_records",
+            "gauge",
+            "Registry records held locally.",
+            &[("", self.inner.registry.len() as u64)],
+        );
+        out
+    }
+
+    /// Serves an upgraded WebSocket until it closes.
+    pub async fn run_websocket(&self, socket: WebSocket, mut a: Attached) {
+        let _open = OpenSocket::new(&self.inner);
+        let (mut sink, mut incoming) = socket.split();
+        let cfg = &self.inner.config;
+        let stats = &self.inner.stats;
+        let timeout = cfg.write_timeout;
+        let text = |e: Encoded| {
+            WsMessage::Text(Utf8Bytes::try_from(e.bytes().clone()).unwrap_or_default())
+        };
+        if tokio::time::timeout(timeout, sink.send(text(a.hello.clone())))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            return;
+        }
+        let start = tokio::time::Instant::now();
+        let mut heartbeat = tokio::time::interval_at(start + cfg.heartbeat, cfg.heartbeat);
+        let lifetime = tokio::time::sleep(a.lifetime);
+        tokio::pin!(lifetime);
+        let mut last_heard = start;
+        let close = |code: u16, reason: &'static str| {
+            WsMessage::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }))
+        };
+        loop {
+            tokio::select! {
+                frame = a.rx.recv() => {
+                    let Some(frame) = frame else {
+                        // Let go by the node (drain, replaced, too slow).
+                        let _ = tokio::time::timeout(timeout, sink.send(close(1012, "reconnect"))).await;
+                        break;
+                    };
+                    let mut n = 1u64;
+                    let mut ok = sink.feed(text(frame)).await.is_ok();
+                    while ok && n < 64 {
+                        match a.rx.try_recv() {
+                            Ok(f) => {
+                                n += 1;
+                                ok = sink.feed(text(f)).await.is_ok();
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    match tokio::time::timeout(timeout, sink.flush()).await {
+                        Ok(Ok(())) if ok => {
+                            stats.written.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Ok(_) => break,
+                        Err(_) => {
+                            stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                }
+                msg = incoming.next() => match msg {
+                    None | Some(Err(_) | Ok(WsMessage::Close(_))) => break,
+                    Some(Ok(_)) => last_heard = tokio::time::Instant::now(),
+                },
+                _ = heartbeat.tick() => {
+                    if last_heard.elapsed() > cfg.heartbeat * 3 {
+                        stats.closed_idle.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    let ping = sink.send(WsMessage::Ping(bytes::Bytes::new()));
+                    if tokio::time::timeout(timeout, ping).await.map_or(true, |r| r.is_err()) {
+                        break;
+                    }
+                }
+                () = &mut lifetime => {
+                    stats.closed_lifetime.fetch_add(1, Ordering::Relaxed);
+                    let bye = Frame::Reconnect { reason: ReconnectReason::Lifetime }.encode();
+                    let _ = tokio::time::timeout(timeout, async {
+                        sink.send(text(bye)).await?;
+                        sink.send(close(1000, "lifetime")).await
+                    }).await;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The frames of an SSE connection as a stream: `hello`, then pushes,
+    /// then (at the end of the lifetime) `reconnect`.
+    pub fn sse_frames(
+        &self,
+        a: Attached,
+    ) -> impl futures_util::Stream<Item = Encoded> + Send + 'static {
+        let open = OpenSocket::new(&self.inner);
+        let deadline = tokio::time::Instant::now() + a.lifetime;
+        let hello = Some(a.hello.clone());
+        let stats = self.inner.clone();
+        futures_util::stream::unfold(
+            (a, hello, false, open, stats),
+            move |(mut a, hello, done, open, inner)| async move {
+                if let Some(h) = hello {
+                    return Some((h, (a, None, false, open, inner)));
+                }
+                if done {
+                    return None;
+                }
+                tokio::select! {
+                    f = a.rx.recv() => {
+                        let f = f?;
+                        inner.stats.written.fetch_add(1, Ordering::Relaxed);
+                        Some((f, (a, None, false, open, inner)))
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        inner.stats.closed_lifetime.fetch_add(1, Ordering::Relaxed);
+                        let bye = Frame::Reconnect { reason: ReconnectReason::Lifetime }.encode();
+                        Some((bye, (a, None, true, open, inner)))
+                    }
+                }
+            },
+        )
+    }
+
+    /// Checks a token (an `Authorization: Bearer` header or a `token`
+    /// query parameter) at the current time; counts refusals.
+    ///
+    /// # Errors
+    /// Missing, malformed, forged or expired.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Claims, crate::token::TokenError> {
+        let r = match token {
+            Some(t) => self.inner.key.verify(t, crate::token::unix_now_s()),
+            None => Err(crate::token::TokenError::Malformed(
+                "no token: send Authorization: Bearer <token> or ?token=<token>",
+            )),
+        };
+        if r.is_err() {
+            self.inner
+                .stats
+                .refused_auth
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+
+    /// Counts an accepted connection by transport.
+    pub(crate) fn count_accept(&self, websocket: bool) {
+        let s = &self.inner.stats;
+        if websocket {
+            &s.accepted_ws
+        } else {
+            &s.accepted_sse
+        }
+        .fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Inner {
+    fn stats_open(&self) -> u64 {
+        self.open.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a socket (or SSE stream) being served, for drains to wait on.
+#[derive(Debug)]
+struct OpenSocket(Arc<Inner>);
+
+impl OpenSocket {
+    fn new(inner: &Arc<Inner>) -> Self {
+        inner.open.fetch_add(1, Ordering::Relaxed);
+        Self(inner.clone())
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,40 @@
+//! Zuul Push-style push edge.
+//!
+//! Devices hold persistent WebSocket or SSE connections to edge nodes
+//! ([`edge`]), authenticated by signed expiring tokens ([`token`]). Each
+//! connection is recorded in the push registry ([`registry`]: device → edge
+//! node, with a TTL so a crashed node leaves no phantom routes). The message
+//! processor ([`processor`]) looks a target up there and hands the frame to
+//! the node that holds it, in process or over NATS. [`client`] is the
+//! device side: reconnect with jittered backoff, resume from the pull store.
+//! [`load`] opens many connections for benchmarks.
+
+pub mod client;
+pub mod edge;
+pub mod frame;
+pub mod http;
+pub mod load;
+pub mod processor;
+pub mod registry;
+pub mod token;
+
+/// This process's resident set size in bytes (Linux `/proc/self/statm`).
+#[must_use]
+pub fn rss_bytes() -> u64 {
+    rss_of("self")
+}
+
+/// A process's resident set size in bytes (`pid` or `self`); 0 if unknown.
+#[must_use]
+pub fn rss_of(pid: &str) -> u64 {
+    let Ok(statm) = std::fs::read_to_string(format!("/proc/{pid}/statm")) else {
+        return 0;
+    };
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse::<u64>().ok())
+        .map_or(0, |pages| pages * page)
+}

@@ -1,0 +1,465 @@
+//! The push registry: which edge node holds a member's device connection.
+//!
+//! Soft state with a TTL, as Zuul Push keeps it: an edge node registers a
+//! device when its connection is authenticated, refreshes the record while
+//! the connection lives ([`Registry::refresh_every`]) and removes it when
+//! the connection closes. A node that crashes stops refreshing; its records
+//! stop counting as online when their expiry passes, so no phantom route
+//! survives it by more than the TTL.
+//!
+//! Two backends:
+//! - **embedded**: an in-process map, for one process (the edge nodes and
+//!   the message processor that share it);
+//! - **NATS JetStream KV**: a bucket (`max_age` = TTL, so the server itself
+//!   drops records nobody refreshes), one key per device
+//!   (`r.<member>.<device>`). Every process keeps a local copy fed by a
+//!   watch on the bucket, so lookups on the delivery path never wait for
+//!   the network.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures_util::StreamExt;
+
+use crate::token::valid_name;
+
+const SHARDS: usize = 64;
+
+/// Why a registry operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// A member, device or node name that is not valid.
+    #[error("invalid registry name {0:?}: 1 to 128 characters from [A-Za-z0-9_-]")]
+    Name(String),
+    /// The NATS bucket could not be opened or written.
+    #[error("push registry (NATS KV): {0}")]
+    Nats(String),
+}
+
+/// Where a device is connected.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The edge node holding the connection.
+    pub node: Arc<str>,
+    /// The device type from the connection's token.
+    pub device_type: Arc<str>,
+    /// The connection id on that node.
+    pub conn: u64,
+    /// Unix ms after which the record no longer counts.
+    pub expires_unix_ms: u64,
+}
+
+impl Route {
+    fn encode(&self) -> String {
+        format!(
+            "{}|{}|{}|{}",
+            self.node, self.device_type, self.conn, self.expires_unix_ms
+        )
+    }
+
+    fn decode(bytes: &[u8]) -> Option<Self> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let mut it = text.split('|');
+        let (node, device_type, conn, expires) = (it.next()?, it.next()?, it.next()?, it.next()?);
+        if it.next().is_some() || !valid_name(node) || !valid_name(device_type) {
+            return None;
+        }
+        Some(Self {
+            node: node.into(),
+            device_type: device_type.into(),
+            conn: conn.parse().ok()?,
+            expires_unix_ms: expires.parse().ok()?,
+        })
+    }
+}
+
+/// One device's record in the local copy.
+#[derive(Clone, Debug)]
+struct Entry {
+    device: Arc<str>,
+    route: Route,
+    /// KV revision (NATS), for conditional deletes.
+    revision: u64,
+}
+
+type Shard = HashMap<Arc<str>, Vec<Entry>>;
+
+/// The registry (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct Registry {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    ttl: Duration,
+    shards: Vec<RwLock<Shard>>,
+    devices: AtomicUsize,
+    nats: Option<kv::Store>,
+    client: Option<async_nats::Client>,
+}
+
+/// Unix ms on the system clock.
+#[must_use]
+pub fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn shard_of(member: &str) -> usize {
+    // FNV-1a: stable and cheap.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in member.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % SHARDS as u64) as usize
+}
+
+fn key_of(member: &str, device: &str) -> String {
+    format!("r.{member}.{device}")
+}
+
+fn check(names: &[&str]) -> Result<(), RegistryError> {
+    match names.iter().find(|n| !valid_name(n)) {
+        Some(bad) => Err(RegistryError::Name((*bad).chars().take(80).collect())),
+        None => Ok(()),
+    }
+}
+
+impl Registry {
+    /// An in-process registry whose records live `ttl` without a refresh.
+    #[must_use]
+    pub fn embedded(ttl: Duration) -> Self {
+        Self::with_nats(ttl, None, None)
+    }
+
+    fn with_nats(
+        ttl: Duration,
+        nats: Option<kv::Store>,
+        client: Option<async_nats::Client>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                ttl,
+                shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+                devices: AtomicUsize::new(0),
+                nats,
+                client,
+            }),
+        }
+    }
+
+    /// A registry in the JetStream KV bucket `bucket` (created with
+    /// `max_age = ttl` if missing), with a local copy kept current by a
+    /// watch task on the current tokio runtime.
+    ///
+    /// # Errors
+    /// The bucket cannot be opened or watched.
+    pub async fn nats(
+        client: &async_nats::Client,
+        bucket: &str,
+        ttl: Duration,
+        replicas: usize,
+    ) -> Result<Self, RegistryError> {
+        let js = async_nats::jetstream::new(client.clone());
+        let nats_err =
+            |e: &dyn std::fmt::Display| RegistryError::Nats(format!("bucket {bucket}: {e}"));
+        let store = match js.get_key_value(bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: bucket.to_owned(),
+                    description: "timecard push registry: device -> edge node".into(),
+                    history: 1,
+                    max_age: ttl,
+                    num_replicas: replicas.max(1),
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| nats_err(&e))?,
+        };
+        let mut watch = store
+            .watch_with_history(">")
+            .await
+            .map_err(|e| nats_err(&e))?;
+        let registry = Self::with_nats(ttl, Some(store), Some(client.clone()));
+        let weak = Arc::downgrade(&registry.inner);
+        tokio::spawn(async move {
+            while let Some(entry) = watch.next().await {
+                let Some(inner) = weak.upgrade() else { break };
+                let registry = Registry { inner };
+                match entry {
+                    Ok(e) => registry.apply(&e),
+                    Err(e) => tracing::warn!("push registry watch: {e}"),
+                }
+            }
+        });
+        Ok(registry)
+    }
+
+    /// Applies one update from the bucket to the local copy.
+    fn apply(&self, e: &kv::Entry) {
+        let Some((member, device)) = e.key.strip_prefix("r.").and_then(|k| k.split_once('.'))
+        else {
+            return;
+        };
+        match e.operation {
+            kv::Operation::Put => {
+                if let Some(route) = Route::decode(&e.value) {
+                    self.insert_local(member, device, route, e.revision);
+                }
+            }
+            kv::Operation::Delete | kv::Operation::Purge => {
+                self.remove_local(member, device, |_| true);
+            }
+        }
+    }
+
+    fn shard(&self, member: &str) -> &RwLock<Shard> {
+        &self.inner.shards[shard_of(member)]
+    }
+
+    fn insert_local(&self, member: &str, device: &str, route: Route, revision: u64) {
+        let mut shard = self
+            .shard(member)
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let devices = shard.entry(member.into()).or_default();
+        match devices.iter_mut().find(|e| &*e.device == device) {
+            Some(e) if e.revision <= revision || revision == 0 => {
+                e.route = route;
+                e.revision = revision;
+            }
+            Some(_) => {}
+            None => {
+                devices.push(Entry {
+                    device: device.into(),
+                    route,
+                    revision,
+                });
+                self.inner.devices.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Removes the device's entry if `keep_if_not` says so; returns it.
+    fn remove_local(
+        &self,
+        member: &str,
+        device: &str,
+        matches: impl Fn(&Entry) -> bool,
+    ) -> Option<Entry> {
+        let mut shard = self
+            .shard(member)
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let devices = shard.get_mut(member)?;
+        let i = devices
+            .iter()
+            .position(|e| &*e.device == device && matches(e))?;
+        let e = devices.swap_remove(i);
+        if devices.is_empty() {
+            shard.remove(member);
+        }
+        self.inner.devices.fetch_sub(1, Ordering::Relaxed);
+        Some(e)
+    }
+
+    /// A route for a connection on `node`, expiring one TTL from now.
+    #[must_use]
+    pub fn route(&self, node: &Arc<str>, device_type: &Arc<str>, conn: u64) -> Route {
+        Route {
+            node: node.clone(),
+            device_type: device_type.clone(),
+            conn,
+            expires_unix_ms: unix_now_ms() + self.inner.ttl.as_millis() as u64,
+        }
+    }
+
+    /// Registers (or refreshes) a device's route.
+    ///
+    /// # Errors
+    /// Bad names, or the NATS write failed.
+    pub async fn register(
+        &self,
+        member: &str,
+        device: &str,
+        route: Route,
+    ) -> Result<(), RegistryError> {
+        check(&[member, device, &route.node, &route.device_type])?;
+        let revision = match &self.inner.nats {
+            Some(store) => store
+                .put(key_of(member, device), route.encode().into())
+                .await
+                .map_err(|e| RegistryError::Nats(e.to_string()))?,
+            None => 0,
+        };
+        self.insert_local(member, device, route, revision);
+        Ok(())
+    }
+
+    /// Removes a device's route if it still points at connection `conn` of
+    /// `node` (a newer connection elsewhere keeps its record).
+    pub async fn unregister(&self, member: &str, device: &str, node: &str, conn: u64) {
+        let Some(e) = self.remove_local(member, device, |e| {
+            &*e.route.node == node && e.route.conn == conn
+        }) else {
+            return;
+        };
+        if let Some(store) = &self.inner.nats {
+            // Conditional: a newer registration (another node, another
+            // connection) has a newer revision and stays.
+            if let Err(err) = store
+                .delete_expect_revision(key_of(member, device), Some(e.revision))
+                .await
+            {
+                tracing::debug!(member, device, "registry delete skipped: {err}");
+            }
+        }
+    }
+
+    /// Calls `f(device, route)` for each device of `member` whose record
+    /// has not expired.
+    pub fn for_each_online(&self, member: &str, mut f: impl FnMut(&Arc<str>, &Route)) {
+        let now = unix_now_ms();
+        let shard = self
+            .shard(member)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(devices) = shard.get(member) {
+            for e in devices {
+                if e.route.expires_unix_ms > now {
+                    f(&e.device, &e.route);
+                }
+            }
+        }
+    }
+
+    /// The route of one device, if online.
+    #[must_use]
+    pub fn lookup(&self, member: &str, device: &str) -> Option<Route> {
+        let mut found = None;
+        self.for_each_online(member, |d, r| {
+            if &**d == device {
+                found = Some(r.clone());
+            }
+        });
+        found
+    }
+
+    /// Drops expired records from the local copy; how many.
+    pub fn sweep(&self) -> usize {
+        let now = unix_now_ms();
+        let mut removed = 0;
+        for shard in &self.inner.shards {
+            let mut shard = shard
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shard.retain(|_, devices| {
+                let before = devices.len();
+                devices.retain(|e| e.route.expires_unix_ms > now);
+                removed += before - devices.len();
+                !devices.is_empty()
+            });
+        }
+        self.inner.devices.fetch_sub(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Records held locally (expired ones included until swept).
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.inner.devices.load(Ordering::Relaxed)
+    }
+
+    /// Whether no record is held.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The record lifetime without a refresh.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        self.inner.ttl
+    }
+
+    /// How often a node refreshes the records of its live connections
+    /// (a third of the TTL, so two refreshes may be lost before expiry).
+    #[must_use]
+    pub fn refresh_every(&self) -> Duration {
+        (self.inner.ttl / 3).max(Duration::from_millis(100))
+    }
+
+    /// The NATS connection of a NATS registry (also used for routing).
+    #[must_use]
+    pub fn client(&self) -> Option<&async_nats::Client> {
+        self.inner.client.as_ref()
+    }
+
+    /// `embedded` or `nats-kv:<bucket>`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match &self.inner.nats {
+            Some(store) => format!("nats-kv:{}", store.name),
+            None => "embedded".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn devices(r: &Registry, m: &str) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        r.for_each_online(m, |d, route| {
+            v.push((d.to_string(), route.node.to_string()))
+        });
+        v.sort();
+        v
+    }
+
+    #[tokio::test]
+    async fn routes_register_move_expire_and_unregister_only_their_own() {
+        let r = Registry::embedded(Duration::from_millis(300));
+        let (a, b, tv): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "tv".into());
+        r.register("m", "d1", r.route(&a, &tv, 1)).await.unwrap();
+        r.register("m", "d2", r.route(&a, &tv, 2)).await.unwrap();
+        assert_eq!(
+            devices(&r, "m"),
+            [("d1".into(), "a".into()), ("d2".into(), "a".into())]
+        );
+        // d1 reconnects to node b; node a's late unregister leaves it.
+        r.register("m", "d1", r.route(&b, &tv, 9)).await.unwrap();
+        r.unregister("m", "d1", "a", 1).await;
+        assert_eq!(r.lookup("m", "d1").unwrap().node, b);
+        r.unregister("m", "d2", "a", 2).await;
+        assert!(r.lookup("m", "d2").is_none());
+        assert_eq!(r.len(), 1);
+        // Nobody refreshes d1: it stops counting, then is swept.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(devices(&r, "m").is_empty());
+        assert_eq!(r.sweep(), 1);
+        assert!(r.is_empty());
+        assert!(r.register("m.x", "d", r.route(&a, &tv, 3)).await.is_err());
+    }
+
+    #[test]
+    fn route_values_round_trip_and_garbage_is_ignored() {
+        let r = Route {
+            node: "n-1".into(),
+            device_type: "tv".into(),
+            conn: 5,
+            expires_unix_ms: 99,
+        };
+        assert_eq!(Route::decode(r.encode().as_bytes()), Some(r));
+        for bad in ["", "a|b|c", "a|b|x|1", "a b|tv|1|2", "a|tv|1|2|3", "\u{ff}"] {
+            assert_eq!(Route::decode(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
+}
