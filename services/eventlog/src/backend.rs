@@ -136,6 +136,25 @@ pub struct BackendOptions {
 }
 
 impl Backend {
+    /// The NATS connection of a NATS backend (for other uses of the same
+    /// servers, e.g. a push registry).
+    #[must_use]
+    pub fn nats_client(&self) -> Option<&async_nats::Client> {
+        match &self.extra {
+            ExtraLogs::Nats { client, .. } => Some(client),
+            ExtraLogs::Embedded { .. } => None,
+        }
+    }
+
+    /// The data directory of an embedded backend.
+    #[must_use]
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        match &self.extra {
+            ExtraLogs::Embedded { root, .. } => Some(root),
+            ExtraLogs::Nats { .. } => None,
+        }
+    }
+
     /// Opens the backend of `spec` for service `service` (a short lowercase name).
     pub async fn open(
         spec: &BackendSpec,

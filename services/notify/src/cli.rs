@@ -11,7 +11,12 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use eventlog::TimeSource;
 use eventlog::args::ServiceArgs;
+use eventlog::backend::Backend;
 use outbound::{ApnsConfig, BulkheadConfig, FcmConfig};
+use push::edge::{EdgeConfig, EdgeNode};
+use push::processor::Processor;
+use push::registry::Registry;
+use push::token::TokenKey;
 use tokio::net::TcpListener;
 
 use crate::model::TypeSpec;
@@ -87,10 +92,11 @@ pub enum Command {
         /// tv, phone, tablet or browser.
         #[arg(long = "type")]
         device_type: String,
-        /// apns, fcm or edge.
-        #[arg(long, default_value = "edge")]
+        /// apns or fcm (edge devices register by connecting to the push
+        /// edge with a token).
+        #[arg(long)]
         channel: String,
-        /// Provider token (APNs/FCM); edge: the device id.
+        /// Provider token (APNs device token / FCM registration token).
         #[arg(long)]
         token: Option<String>,
         /// Server.
@@ -150,6 +156,16 @@ pub struct ServeArgs {
     /// Per-request timeout of a channel, ms.
     #[arg(long, default_value_t = 5_000)]
     pub channel_timeout_ms: u64,
+    /// Token key of the push edge (from `timecard-push keygen`; shared with
+    /// the edge nodes). Default with the embedded backend: `push.key` in
+    /// the data directory, created if missing. Mint device tokens with
+    /// `timecard-push token --key-file FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub push_key_file: Option<PathBuf>,
+    /// Id of the edge node this process hosts (edge devices connect to
+    /// /v1/ws or /v1/sse on the HTTP address).
+    #[arg(long, default_value = "notify")]
+    pub push_node: String,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -264,21 +280,84 @@ pub struct Running {
     pub grpc: SocketAddr,
     /// Bound HTTP address.
     pub http: SocketAddr,
+    /// The push edge's token key file.
+    pub push_key_file: PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Running {
-    /// Stops the listeners and the pipeline (draining channels up to 2 s).
+    /// Drains the edge node (clients are told to reconnect elsewhere),
+    /// stops the listeners and the pipeline (draining channels up to 2 s).
     pub async fn stop(&self) {
+        if let Some(node) = self.service.edge().local() {
+            node.drain().await;
+        }
         let _ = self.stop.send(true);
         self.service.shutdown(Duration::from_secs(2)).await;
     }
 }
 
+/// The token key: the given file, or `push.key` in the embedded data
+/// directory (created, mode 0600, if missing).
+fn push_key(args: &ServeArgs, backend: &Backend) -> anyhow::Result<(TokenKey, PathBuf)> {
+    let path = match (&args.push_key_file, backend.data_dir()) {
+        (Some(p), _) => p.clone(),
+        (None, Some(dir)) => {
+            let path = dir.join("push.key");
+            if !path.exists() {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
+                writeln!(f, "{}", TokenKey::generate()?.to_hex())?;
+            }
+            path
+        }
+        (None, None) => bail!(
+            "with a NATS backend give --push-key-file (the token key shared with the edge nodes; make one with `timecard-push keygen`)"
+        ),
+    };
+    Ok((TokenKey::from_file(&path)?, path))
+}
+
+/// The push edge this process hosts: a node on the HTTP address, its
+/// registry (NATS KV with a NATS backend, so edge nodes elsewhere share
+/// it, else in process) and the message processor.
+async fn start_edge(args: &ServeArgs, backend: &Backend) -> anyhow::Result<(Processor, PathBuf)> {
+    let (key, key_path) = push_key(args, backend)?;
+    let ttl = Duration::from_secs(30);
+    let nats = backend.nats_client().cloned();
+    let registry = match &nats {
+        Some(client) => Registry::nats(client, push::registry::DEFAULT_BUCKET, ttl, 1).await?,
+        None => Registry::embedded(ttl),
+    };
+    let node = EdgeNode::new(
+        EdgeConfig {
+            node_id: args.push_node.clone(),
+            drain_period: Duration::from_secs(1),
+            ..EdgeConfig::default()
+        },
+        key,
+        registry.clone(),
+    )?;
+    node.spawn_refresh();
+    let processor = Processor::new(registry, Some(node), nats.clone());
+    if nats.is_some() {
+        processor.serve_forwarded().await?;
+    }
+    Ok((processor, key_path))
+}
+
 /// Starts the pipeline with TrueTime from `clock` and serves it.
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
-    let config = args.config()?;
+    let mut config = args.config()?;
     let backend = args.common.backend("notify").await?;
+    let (edge, push_key_file) = start_edge(args, &backend).await?;
+    config.edge = Some(edge);
     let service = NotifyService::start(config, &backend, clock).await?;
     let listeners = async {
         let g = TcpListener::bind(args.grpc)
@@ -315,6 +394,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
         service,
         grpc,
         http,
+        push_key_file,
         stop,
     })
 }
@@ -338,8 +418,13 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             let running = start_with_clock(&args, args.common.clock()).await?;
             let status = running.service.status();
             println!(
-                "notify: gRPC {} HTTP {} backend {} clock: {}",
-                running.grpc, running.http, status["backend"], status["clock"]
+                "notify: gRPC {} HTTP {} backend {} clock: {}; edge devices: ws://{}/v1/ws?token=T (tokens: timecard-push token --key-file {})",
+                running.grpc,
+                running.http,
+                status["backend"],
+                status["clock"],
+                running.http,
+                running.push_key_file.display()
             );
             tokio::signal::ctrl_c()
                 .await

@@ -6,9 +6,9 @@
 //! | `GET` | `/v1/members/{m}/notifications` | `?since=CURSOR&limit=N&device_type=tv` |
 //! | `GET` | `/v1/members/{m}/state` | `?at_ns=TAI_NS` (default: now) |
 //! | `POST` | `/v1/members/{m}/notifications/{id}/read` or `/dismiss` | — |
-//! | `PUT` | `/v1/members/{m}/devices/{d}` | `{"type":"tv","channel":"edge","token":"…"}` (register or heartbeat) |
+//! | `PUT` | `/v1/members/{m}/devices/{d}` | `{"type":"phone","channel":"apns","token":"…"}` (register or heartbeat) |
 //! | `DELETE` | `/v1/members/{m}/devices/{d}` | — |
-//! | `GET` | `/v1/edge/{m}/{d}` | — (drains the device's edge mailbox) |
+//! | `GET` | `/v1/ws`, `/v1/sse` | `?token=T` — edge devices connect (push edge, see `push::http`) |
 //! | `GET` | `/v1/status`, `/metrics` | — |
 //!
 //! An event is `{"type": "new-episode", "member": "m1", "priority": "high",
@@ -308,29 +308,6 @@ async fn unregister(
     }
 }
 
-async fn edge_drain(
-    State(svc): State<Svc>,
-    Path((member, device)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let pushes = svc.edge().drain(&member, &device).ok_or_else(|| {
-        ApiError(
-            StatusCode::NOT_FOUND,
-            "device is not connected to the edge; register it with channel edge".into(),
-            "not-found",
-        )
-    })?;
-    let pushes: Vec<serde_json::Value> = pushes
-        .iter()
-        .map(|p| {
-            serde_json::json!({
-                "id": p.notification_id, "type": &*p.kind, "urgent": p.urgent,
-                "body": serde_json::from_slice::<serde_json::Value>(&p.body).unwrap_or_default(),
-            })
-        })
-        .collect();
-    Ok(Json(serde_json::json!({ "pushes": pushes })))
-}
-
 async fn status(State(svc): State<Svc>) -> Json<serde_json::Value> {
     Json(svc.status())
 }
@@ -362,11 +339,11 @@ pub fn router(svc: Svc) -> Router {
             "/v1/members/{m}/devices/{d}",
             put(register).delete(unregister),
         )
-        .route("/v1/edge/{m}/{d}", get(edge_drain))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(map_body_errors))
+        .merge(push::http::device_routes(svc.edge().clone()))
         .with_state(svc)
 }
 

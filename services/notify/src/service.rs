@@ -38,7 +38,7 @@ use outbound::{
 use tokio::sync::{Notify, Semaphore};
 use tracing::Instrument;
 
-use crate::edge::EdgeHub;
+use crate::edge::EdgeRouter;
 use crate::gates::{self, DedupWindow, Verdict};
 use crate::metrics::Metrics;
 use crate::model::{
@@ -131,8 +131,10 @@ pub struct NotifyConfig {
     pub registry_ttl: Duration,
     /// Most devices in the registry.
     pub max_devices: usize,
-    /// Edge mailbox size per device.
-    pub edge_mailbox: usize,
+    /// The push edge the edge channel routes through (registry, local
+    /// node, NATS routing); `None`: an in-process edge node with an
+    /// embedded registry and a fresh token key.
+    pub edge: Option<push::processor::Processor>,
     /// Bulkhead per channel, in [`Channel::ALL`] order.
     pub bulkheads: [BulkheadConfig; 3],
     /// The providers' endpoints.
@@ -163,7 +165,7 @@ impl NotifyConfig {
             max_lag: 5_000_000,
             registry_ttl: Duration::from_secs(90),
             max_devices: 2_000_000,
-            edge_mailbox: 16,
+            edge: None,
             bulkheads: Default::default(),
             providers: Providers::default(),
             reconcile_every: Duration::from_millis(250),
@@ -320,7 +322,7 @@ pub struct NotifyService {
     live: [AtomicU64; 3],
     store: Store,
     registry: Registry,
-    edge: EdgeHub,
+    edge: push::processor::Processor,
     bulkheads: [Option<Bulkhead>; 3],
     metrics: Arc<Metrics>,
     stopping: AtomicBool,
@@ -422,7 +424,10 @@ impl NotifyService {
         }
         let metrics = Arc::new(Metrics::default());
         let registry = Registry::new(config.registry_ttl, config.max_devices);
-        let edge = EdgeHub::new(config.edge_mailbox);
+        let edge = match &config.edge {
+            Some(p) => p.clone(),
+            None => in_process_edge()?,
+        };
         let apns = match &config.providers.apns {
             Some(c) => Some(start_bulkhead(
                 outbound::apns::ApnsAdapter::new(c.clone())
@@ -443,7 +448,8 @@ impl NotifyService {
             )),
             None => None,
         };
-        let edge_bulkhead = start_bulkhead(edge.clone(), &config, &metrics, &registry);
+        let edge_bulkhead =
+            start_bulkhead(EdgeRouter::new(edge.clone()), &config, &metrics, &registry);
         let mut bulkheads: [Option<Bulkhead>; 3] = Default::default();
         bulkheads[crate::metrics::channel_index(Channel::Apns)] = apns;
         bulkheads[crate::metrics::channel_index(Channel::Fcm)] = fcm;
@@ -485,9 +491,9 @@ impl NotifyService {
         &self.metrics
     }
 
-    /// The in-process edge.
+    /// The push edge (registry, local node, routing).
     #[must_use]
-    pub fn edge(&self) -> &EdgeHub {
+    pub fn edge(&self) -> &push::processor::Processor {
         &self.edge
     }
 
@@ -658,20 +664,21 @@ impl NotifyService {
 
     /// Registers (or renews) a device for pushes.
     pub fn register_device(&self, member: &str, r: Registration) -> Result<(), NotifyError> {
+        if r.channel == Channel::Edge {
+            return Err(RegistryError::Field(
+                "edge devices register by connecting to the push edge (GET /v1/ws or /v1/sse with a token)".into(),
+            )
+            .into());
+        }
         if self.bulkhead(r.channel).is_none() {
             return Err(NotifyError::ChannelOff(r.channel));
         }
-        let (channel, id) = (r.channel, r.id.clone());
         self.registry.register(member, r)?;
-        if channel == Channel::Edge {
-            self.edge.connect(member, &id);
-        }
         Ok(())
     }
 
     /// Unregisters a device; whether it was registered.
     pub fn unregister_device(&self, member: &str, device: &str) -> bool {
-        self.edge.disconnect(member, device);
         self.registry.unregister(member, device)
     }
 
@@ -781,11 +788,7 @@ impl NotifyService {
             due
         };
         if due {
-            for (member, device) in self.registry.sweep() {
-                if device.channel == Channel::Edge {
-                    self.edge.disconnect(&member, &device.id);
-                }
-            }
+            self.registry.sweep();
         }
     }
 
@@ -918,24 +921,23 @@ impl NotifyService {
         proc.evictions_reported = total;
     }
 
-    /// Hands one stored notification to every online, targeted device.
+    /// Hands one stored notification to every online, targeted device:
+    /// APNs/FCM devices from the registry, edge devices from the push
+    /// registry (connected to some edge node).
     fn push(&self, p: Priority, id: u64, d: Delivery) {
         let m = &self.metrics;
         let mut reached = false;
-        self.registry.for_each_online(&d.member, |device| {
-            if !d.targets.includes(device.device_type) {
-                return;
-            }
+        let mut offer = |channel: Channel, device_id: &Arc<str>, token: &Arc<str>| {
             reached = true;
-            let Some(bulkhead) = self.bulkhead(device.channel) else {
+            let Some(bulkhead) = self.bulkhead(channel) else {
                 return;
             };
-            m.pushed.inc(device.channel);
+            m.pushed.inc(channel);
             let push = Push {
                 notification_id: id,
                 member: d.member.clone(),
-                device_id: device.id.clone(),
-                device_token: device.token.clone(),
+                device_id: device_id.clone(),
+                device_token: token.clone(),
                 urgent: p == Priority::High,
                 kind: d.kind.clone(),
                 body: d.body.clone(),
@@ -944,10 +946,26 @@ impl NotifyService {
             };
             match bulkhead.try_submit(push) {
                 Ok(()) | Err(Refused::Closed) => {}
-                Err(Refused::QueueFull) => m.shed_queue_full.inc(device.channel),
-                Err(Refused::BreakerOpen) => m.shed_breaker_open.inc(device.channel),
+                Err(Refused::QueueFull) => m.shed_queue_full.inc(channel),
+                Err(Refused::BreakerOpen) => m.shed_breaker_open.inc(channel),
+            }
+        };
+        self.registry.for_each_online(&d.member, |device| {
+            if d.targets.includes(device.device_type) {
+                offer(device.channel, &device.id, &device.token);
             }
         });
+        self.edge
+            .registry()
+            .for_each_online(&d.member, |device, route| {
+                let targeted = route
+                    .device_type
+                    .parse::<DeviceType>()
+                    .is_ok_and(|t| d.targets.includes(t));
+                if targeted {
+                    offer(Channel::Edge, device, &route.node);
+                }
+            });
         if !reached {
             m.offline.add(p, 1);
         }
@@ -1060,7 +1078,10 @@ impl NotifyService {
                 "state": if evicted == 0 { "exact" } else { "degraded: window shortened by its memory cap" },
             },
             "registry": {"devices": self.registry.len(), "ttl_s": self.registry.ttl().as_secs()},
-            "edge": {"mailbox_dropped": self.edge.dropped()},
+            "edge": self.edge.local().map_or_else(
+                || serde_json::json!({"registry": self.edge.registry().describe()}),
+                push::edge::EdgeNode::status,
+            ),
             "channels": self.bulkheads.iter().flatten().map(Bulkhead::stats).collect::<Vec<_>>(),
         })
     }
@@ -1088,8 +1109,30 @@ impl NotifyService {
             String::new(),
             self.registry.len() as f64,
         ));
-        self.metrics.render(&gauges)
+        let mut text = self.metrics.render(&gauges);
+        if let Some(node) = self.edge.local() {
+            text.push_str(&node.prometheus());
+        }
+        text
     }
+}
+
+/// An edge node in this process with an embedded registry and a fresh key
+/// (tests, benchmarks, and services not given an edge).
+fn in_process_edge() -> Result<push::processor::Processor, NotifyError> {
+    let registry = push::registry::Registry::embedded(Duration::from_secs(30));
+    let key = push::token::TokenKey::generate().map_err(|e| NotifyError::Config(e.to_string()))?;
+    let node = push::edge::EdgeNode::new(
+        push::edge::EdgeConfig {
+            node_id: "notify".into(),
+            ..Default::default()
+        },
+        key,
+        registry.clone(),
+    )
+    .map_err(|e| NotifyError::Config(e.to_string()))?;
+    node.spawn_refresh();
+    Ok(push::processor::Processor::new(registry, Some(node), None))
 }
 
 async fn reconciler(service: std::sync::Weak<NotifyService>) {

@@ -71,6 +71,59 @@ async fn curl_async(
         .unwrap()
 }
 
+/// `curl -N` reading an SSE stream in the background (killed on drop).
+struct SseCurl {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl SseCurl {
+    fn start(url: &str) -> Self {
+        let mut child = Command::new("curl")
+            .args(["-sN", "--max-time", "60", url])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("curl is installed by scripts/test.sh");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self { child, lines }
+    }
+
+    /// The `push` frames received until `n` arrived or `limit` passed.
+    fn wait_for_pushes(&self, n: usize, limit: Duration) -> Vec<serde_json::Value> {
+        let deadline = std::time::Instant::now() + limit;
+        let mut pushes = Vec::new();
+        while pushes.len() < n {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok(line) = self.lines.recv_timeout(left) else {
+                break;
+            };
+            if let Some(data) = line.strip_prefix("data: ") {
+                let v = json(data);
+                if v["type"] == "push" {
+                    pushes.push(v);
+                }
+            }
+        }
+        pushes
+    }
+}
+
+impl Drop for SseCurl {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn json(s: &str) -> serde_json::Value {
     serde_json::from_str(s).unwrap_or_else(|e| panic!("{e}: {s}"))
 }
@@ -80,14 +133,28 @@ async fn http_json_with_curl() {
     let dir = tempfile::tempdir().unwrap();
     let run = start(dir.path()).await;
     let h = run.http;
-    let (code, _) = curl_async(
-        h,
-        "PUT",
-        "/v1/members/m1/devices/tv1",
-        Some(br#"{"type":"tv","channel":"edge"}"#.to_vec()),
-    )
-    .await;
-    assert_eq!(code, 200);
+    // An edge device: `curl -N` on the SSE endpoint with a token minted
+    // with the service's key file.
+    let key = push::token::TokenKey::from_file(&run.push_key_file).unwrap();
+    let token = key
+        .issue(&push::token::Claims {
+            member: "m1".into(),
+            device: "tv1".into(),
+            device_type: "tv".into(),
+            expires_unix_s: push::token::unix_now_s() + 600,
+        })
+        .unwrap();
+    let sse = SseCurl::start(&format!("http://{h}/v1/sse?token={token}"));
+    for _ in 0..500 {
+        if run.service.edge().registry().lookup("m1", "tv1").is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        run.service.edge().registry().lookup("m1", "tv1").is_some(),
+        "SSE device registered"
+    );
     let event = br#"{"type":"new-episode","member":"m1","targets":["tv"],"body":{"show":"Dark","episode":3}}"#;
     let (code, body) = curl_async(h, "POST", "/v1/events", Some(event.to_vec())).await;
     assert_eq!(code, 202, "{body}");
@@ -130,16 +197,15 @@ async fn http_json_with_curl() {
         1,
         "tv-only is hidden from phones"
     );
-    let mut pushes = 0;
-    for _ in 0..500 {
-        let (_, body) = curl_async(h, "GET", "/v1/edge/m1/tv1", None).await;
-        pushes += json(&body)["pushes"].as_array().unwrap().len();
-        if pushes == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(pushes, 2);
+    // Both arrived over SSE too, as durable pushes with their ids.
+    let pushes = sse.wait_for_pushes(2, Duration::from_secs(20));
+    assert_eq!(pushes.len(), 2, "{pushes:?}");
+    assert!(
+        pushes
+            .iter()
+            .all(|p| p["durable"] == true && p["id"].as_u64() > Some(0))
+    );
+    assert!(pushes.iter().any(|p| p["body"]["show"] == "Dark"));
     let id = episode["id"].as_u64().unwrap();
     let (code, _) = curl_async(
         h,
@@ -266,7 +332,21 @@ async fn http_json_with_curl() {
             400,
             "not configured",
         ),
-        ("GET", "/v1/edge/m1/nobody", None, 404, "not connected"),
+        ("GET", "/v1/sse", None, 401, "no token"),
+        (
+            "GET",
+            "/v1/sse?token=tc1.m.d.tv.1.00",
+            None,
+            401,
+            "malformed",
+        ),
+        (
+            "PUT",
+            "/v1/members/m1/devices/tv9",
+            Some(br#"{"type":"tv","channel":"edge"}"#.to_vec()),
+            400,
+            "/v1/ws",
+        ),
     ] {
         let (code, text) = curl_async(h, method, path, body).await;
         assert_eq!(code, want, "{method} {path}: {text}");

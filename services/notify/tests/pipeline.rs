@@ -73,6 +73,27 @@ fn device(id: &str, t: DeviceType, c: Channel) -> Registration {
     }
 }
 
+/// Connects an edge device to the service's in-process edge node.
+async fn edge_device(
+    svc: &NotifyService,
+    member: &str,
+    id: &str,
+    t: DeviceType,
+) -> push::edge::Attached {
+    let claims = push::token::Claims {
+        member: member.into(),
+        device: id.into(),
+        device_type: t.as_str().into(),
+        expires_unix_s: push::token::unix_now_s() + 3_600,
+    };
+    svc.edge()
+        .local()
+        .unwrap()
+        .attach(&claims, None)
+        .await
+        .unwrap()
+}
+
 fn processed(s: &NotifyService) -> u64 {
     Priority::ALL
         .iter()
@@ -85,10 +106,8 @@ async fn gates_push_pull_and_time_travel() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0, 1_000_000);
     let svc = start(dir.path(), TimeSource::Manual(clock.clone()), |_| {}).await;
-    svc.register_device("m1", device("tv1", DeviceType::Tv, Channel::Edge))
-        .unwrap();
-    svc.register_device("m1", device("phone1", DeviceType::Phone, Channel::Edge))
-        .unwrap();
+    let mut tv1 = edge_device(&svc, "m1", "tv1", DeviceType::Tv).await;
+    let mut phone1 = edge_device(&svc, "m1", "phone1", DeviceType::Phone).await;
 
     let fresh = key(T0, 1);
     let results = svc
@@ -117,13 +136,17 @@ async fn gates_push_pull_and_time_travel() {
     wait_for("4 edge pushes", || m.delivered.get(Channel::Edge) == 3).await;
 
     // Targeting: the tv got both m1 notifications, the phone only the untargeted one.
-    let tv = svc.edge().drain("m1", "tv1").unwrap();
-    let phone = svc.edge().drain("m1", "phone1").unwrap();
+    let tv = tv1.drain_messages();
+    let phone = phone1.drain_messages();
     assert_eq!(tv.len(), 2, "{tv:?}");
     assert_eq!(phone.len(), 1, "{phone:?}");
     assert!(
         tv.iter()
-            .any(|p| p.body.as_ref() == format!(r#"{{"key":"{fresh}"}}"#).as_bytes())
+            .all(|m| m.durable && m.id > 0 && m.kind == "new-episode")
+    );
+    assert!(
+        tv.iter()
+            .any(|m| m.body.get() == format!(r#"{{"key":"{fresh}"}}"#))
     );
 
     // Pull: the offline member converges; a phone does not see tv-only.
@@ -239,15 +262,16 @@ async fn bad_input_and_floods_get_clear_errors() {
     assert!(ok[0].is_ok());
     wait_for("the good event", || processed(&svc) == 1).await;
     assert_eq!(svc.metrics().refused_overload.get(Priority::Low), 200);
-    // Registrations: unknown channel configuration, bad ids.
+    // Registrations: unknown channel configuration; edge devices register
+    // by connecting, not through the registry.
     assert!(matches!(
         svc.register_device("m", device("p", DeviceType::Phone, Channel::Apns)),
         Err(NotifyError::ChannelOff(Channel::Apns))
     ));
-    assert!(
-        svc.register_device("m", device("bad id", DeviceType::Tv, Channel::Edge))
-            .is_err()
-    );
+    let edge = svc
+        .register_device("m", device("tv", DeviceType::Tv, Channel::Edge))
+        .unwrap_err();
+    assert!(edge.to_string().contains("/v1/ws"), "{edge}");
     svc.shutdown(Duration::from_secs(1)).await;
 }
 
@@ -260,8 +284,7 @@ async fn a_low_priority_backlog_does_not_hold_back_high_priority() {
         c.pools[Priority::Low.index()].lag_per_worker = 5_000;
     })
     .await;
-    svc.register_device("vip", device("tv", DeviceType::Tv, Channel::Edge))
-        .unwrap();
+    let _vip = edge_device(&svc, "vip", "tv", DeviceType::Tv).await;
     // A burst of low-priority events to many offline members…
     let total_low = 40_000u64;
     for chunk in 0..(total_low / 1_000) {

@@ -161,6 +161,22 @@ impl Attached {
         self.rx.recv().await
     }
 
+    /// The next frame if one is queued (in-process consumers).
+    pub fn try_recv(&mut self) -> Option<Encoded> {
+        self.rx.try_recv().ok()
+    }
+
+    /// The queued pushes, decoded (in-process consumers such as tests
+    /// and benchmarks).
+    pub fn drain_messages(&mut self) -> Vec<crate::frame::Message> {
+        std::iter::from_fn(|| self.try_recv())
+            .filter_map(|f| match Frame::decode(f.as_str()) {
+                Ok(Frame::Push(m)) => Some(m),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The `hello` frame.
     #[must_use]
     pub fn hello(&self) -> &Encoded {

@@ -277,15 +277,23 @@ async fn metrics(State(p): State<Processor>) -> Response {
     }
 }
 
+/// Only the device-connection routes (`/v1/ws`, `/v1/sse`), to merge into
+/// another service's API (the notification service hosts a node this way).
+pub fn device_routes<S>(processor: Processor) -> Router<S> {
+    Router::new()
+        .route("/v1/ws", get(websocket))
+        .route("/v1/sse", get(sse))
+        .with_state(processor)
+}
+
 /// The routes of an edge process, served by `processor` (whose local node
 /// holds the connections).
 pub fn router(processor: Processor) -> Router {
     Router::new()
-        .route("/v1/ws", get(websocket))
-        .route("/v1/sse", get(sse))
         .route("/v1/push", post(publish))
         .route("/v1/status", get(status))
         .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PUBLISH_BYTES))
-        .with_state(processor)
+        .with_state(processor.clone())
+        .merge(device_routes(processor))
 }

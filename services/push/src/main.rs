@@ -192,7 +192,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
         let client = eventlog::nats::connect(&urls, Duration::from_secs(10))
             .await
             .map_err(anyhow::Error::msg)?;
-        Registry::nats(&client, "timecard-push-registry", args.registry_ttl, 1).await?
+        Registry::nats(
+            &client,
+            push::registry::DEFAULT_BUCKET,
+            args.registry_ttl,
+            1,
+        )
+        .await?
     };
     let nats = registry.client().cloned();
     let max_connections = args

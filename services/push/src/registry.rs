@@ -28,6 +28,9 @@ use crate::token::valid_name;
 
 const SHARDS: usize = 64;
 
+/// The KV bucket edge nodes and message processors share by default.
+pub const DEFAULT_BUCKET: &str = "timecard-push-registry";
+
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
