@@ -355,9 +355,13 @@ impl EdgeNode {
     /// Takes connection `conn` out of the table (if still there) and
     /// unregisters its route.
     fn detach(&self, member: &Arc<str>, device: &Arc<str>, conn: u64) {
-        if self.remove_conns(member, |c| c.conn == conn) == 0 {
-            return;
-        }
+        self.remove_conns(member, |c| c.conn == conn);
+        self.unregister(member, device, conn);
+    }
+
+    /// Removes the route of connection `conn` (if it is still the route:
+    /// a newer connection keeps its record).
+    fn unregister(&self, member: &Arc<str>, device: &Arc<str>, conn: u64) {
         let (registry, node, member, device) = (
             self.inner.registry.clone(),
             self.inner.node.clone(),
@@ -369,24 +373,30 @@ impl EdgeNode {
         }
     }
 
-    /// Removes a member's connections matching `which`; how many.
-    fn remove_conns(&self, member: &str, which: impl Fn(&Conn) -> bool) -> usize {
+    /// Removes a member's connections matching `which`; their devices and
+    /// connection ids.
+    fn remove_conns(&self, member: &str, which: impl Fn(&Conn) -> bool) -> Vec<(Arc<str>, u64)> {
         let mut shard = self
             .shard(member)
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(conns) = shard.get_mut(member) else {
-            return 0;
+            return Vec::new();
         };
-        let before = conns.len();
-        conns.retain(|c| !which(c));
-        let removed = before - conns.len();
+        let mut removed = Vec::new();
+        conns.retain(|c| {
+            let hit = which(c);
+            if hit {
+                removed.push((c.device.clone(), c.conn));
+            }
+            !hit
+        });
         if conns.is_empty() {
             shard.remove(member);
         }
         self.inner
             .connections
-            .fetch_sub(removed as u64, Ordering::Relaxed);
+            .fetch_sub(removed.len() as u64, Ordering::Relaxed);
         removed
     }
 
@@ -419,11 +429,16 @@ impl EdgeNode {
         if slow.is_empty() {
             return;
         }
-        let n = self.remove_conns(member, |c| slow.contains(&c.conn));
+        // Its route goes now, not when its blocked write times out.
+        let member: Arc<str> = member.into();
+        let removed = self.remove_conns(&member, |c| slow.contains(&c.conn));
+        for (device, conn) in &removed {
+            self.unregister(&member, device, *conn);
+        }
         self.inner
             .stats
             .dropped_slow
-            .fetch_add(n as u64, Ordering::Relaxed);
+            .fetch_add(removed.len() as u64, Ordering::Relaxed);
     }
 
     /// Queues `frame` to a member's connections here (one device, or all);
@@ -542,7 +557,8 @@ impl EdgeNode {
                 tokio::time::sleep_until(at).await;
             }
             self.offer(member, &bye, |c| c.conn == *conn);
-            if self.remove_conns(member, |c| c.conn == *conn) > 0 {
+            for (device, conn) in self.remove_conns(member, |c| c.conn == *conn) {
+                self.unregister(member, &device, conn);
                 self.inner
                     .stats
                     .closed_drain
