@@ -713,7 +713,9 @@ impl EdgeNode {
                         }
                         Ok(_) => break,
                         Err(_) => {
-                            stats.dropped_slow.fetch_add(1, Ordering::Relaxed);
+                            // A stalled write: too slow (counted once,
+                            // whether or not its buffer filled first).
+                            self.drop_slow(&a.member, &[a.conn]);
                             break;
                         }
                     }

@@ -295,16 +295,20 @@ async fn a_slow_consumer_is_dropped_and_does_not_slow_the_others() {
         .unwrap()
         .unwrap();
     assert!(hello.contains("hello"));
-    // 4 000 broadcasts of 4 KiB (16 MiB, far beyond the socket buffers),
-    // paced at what the fast device reads: the slow device's buffer
-    // fills, it is dropped, and the fast one gets every frame.
+    // Broadcasts of 4 KiB, paced at what the fast device reads, until the
+    // slow device (whose socket buffers fill up first) is dropped, and 4 000
+    // more: the fast one gets every frame. Bounded at 64 MiB.
     let body = format!("\"{}\"", "x".repeat(4_096));
     let f = frame("bulk", &body);
-    let started = Instant::now();
-    let mut got = 0;
-    for _ in 0..500 {
+    let stats = node.stats();
+    let (mut sent, mut got, mut after_drop) = (0u64, 0u64, 0u64);
+    while after_drop < 4_000 && sent < 16_384 {
         for _ in 0..8 {
             node.broadcast("all", &f);
+        }
+        sent += 8;
+        if stats.dropped_slow.load(Ordering::Relaxed) > 0 {
+            after_drop += 8;
         }
         for _ in 0..8 {
             match tokio::time::timeout(Duration::from_secs(10), fast.recv()).await {
@@ -313,9 +317,12 @@ async fn a_slow_consumer_is_dropped_and_does_not_slow_the_others() {
             }
         }
     }
-    assert_eq!(got, 4_000, "the fast device lost frames");
-    assert!(started.elapsed() < Duration::from_secs(30));
-    let stats = node.stats();
+    assert_eq!(got, sent, "the fast device lost frames");
+    assert!(
+        after_drop >= 4_000,
+        "the slow device was never dropped: {}",
+        node.status()
+    );
     assert_eq!(
         stats.dropped_slow.load(Ordering::Relaxed),
         1,
@@ -398,4 +405,40 @@ async fn drains_and_lifetimes_move_clients_to_another_node() {
     assert!(here.stats().refused_busy.load(Ordering::Relaxed) <= reasons.len() as u64);
     assert_eq!(registry.lookup("m1", "tv").unwrap().node, *there.id());
     client.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_three_missed_heartbeats() {
+    use futures_util::StreamExt;
+    let key = TokenKey::generate().unwrap();
+    let registry = Registry::embedded(Duration::from_secs(30));
+    let (node, addr) = node_on_loopback("e1", &key, &registry, |c| {
+        c.heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    let url = |m: &str| format!("ws://{addr}/v1/ws?token={}", token(&key, m, "d", "tv", 600));
+    // Never reads, so never answers a ping.
+    let (_silent, _) = tokio_tungstenite::connect_async(url("silent"))
+        .await
+        .unwrap();
+    // Reads (tungstenite answers pings while reading).
+    let (mut alive, _) = tokio_tungstenite::connect_async(url("alive"))
+        .await
+        .unwrap();
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = alive.next().await {} });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while node.stats().closed_idle.load(Ordering::Relaxed) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the silent client was never closed: {}",
+            node.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node.stats().closed_idle.load(Ordering::Relaxed), 1);
+    assert_eq!(node.connections(), 1, "{}", node.status());
+    assert!(registry.lookup("silent", "d").is_none());
+    assert!(registry.lookup("alive", "d").is_some());
+    reader.abort();
 }
