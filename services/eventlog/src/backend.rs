@@ -146,7 +146,7 @@ impl Backend {
         }
     }
 
-    /// The data directory of an embedded backend.
+    /// The service's own directory of an embedded backend (`<dir>/<service>`).
     #[must_use]
     pub fn data_dir(&self) -> Option<&std::path::Path> {
         match &self.extra {
