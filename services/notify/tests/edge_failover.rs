@@ -98,6 +98,7 @@ fn config(key: &TokenKey, member: &str, edges: &[&Edge], pull: Option<SocketAddr
         })
         .unwrap();
     let mut c = ClientConfig::new(edges.iter().map(|e| e.addr.to_string()).collect(), token);
+    c.topic = Some("news".into());
     c.backoff_max = Duration::from_millis(500);
     c.pull = pull.map(|addr| PullSource {
         addr: addr.to_string(),
@@ -244,6 +245,24 @@ async fn killing_an_edge_node_loses_no_durable_notification() {
     sorted.sort();
     want.sort();
     assert_eq!(sorted, want, "every notification exactly once");
+    // A broadcast from the notification process reaches the client on the
+    // edge process over NATS.
+    let news = push::frame::Frame::Push(push::frame::Message {
+        id: 0,
+        kind: "news".into(),
+        durable: false,
+        sent_ns: 0,
+        body: serde_json::value::RawValue::from_string(r#"{"headline":"x"}"#.into()).unwrap(),
+    })
+    .encode();
+    let routed = svc.edge().broadcast("news", &news).await.unwrap();
+    assert_eq!((routed.local, routed.forwarded), (0, 1));
+    until(
+        &mut rx,
+        "the broadcast",
+        |e| matches!(e, ClientEvent::Message { message, .. } if message.kind == "news"),
+    )
+    .await;
     eprintln!(
         "failover: {} by push, {} from the pull store after the kill",
         got.values().filter(|(_, v)| *v == Via::Push).count(),
