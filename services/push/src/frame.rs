@@ -174,6 +174,27 @@ impl Encoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn garbage_frames_are_errors_not_panics(s in ".{0,300}") {
+            let _ = Frame::decode(&s);
+        }
+
+        #[test]
+        fn decoded_frames_re_encode_to_themselves(id in any::<u64>(), sent in any::<i64>(), kind in "[a-z-]{1,20}", n in any::<i32>()) {
+            let f = Frame::Push(Message {
+                id,
+                kind,
+                durable: id % 2 == 0,
+                sent_ns: sent,
+                body: RawValue::from_string(format!("{{\"n\":{n}}}")).unwrap(),
+            });
+            let e = f.encode();
+            prop_assert_eq!(Frame::decode(e.as_str()).unwrap().encode(), e);
+        }
+    }
 
     #[test]
     fn frames_round_trip_and_bodies_stay_byte_for_byte() {

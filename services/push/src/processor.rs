@@ -272,6 +272,16 @@ impl Processor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn arbitrary_forwarded_payloads_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+            if let Some((_, _, frame)) = split2(&bytes) {
+                let _ = encoded_from_wire(frame);
+            }
+        }
+    }
 
     #[test]
     fn forwarded_payloads_split_and_garbage_is_refused() {
