@@ -251,6 +251,11 @@ pub struct TimeCard {
     host: Arc<dyn HostClock>,
     ts_window_adjust_ns: AtomicI64,
     continuity: Mutex<Continuity>,
+    /// Serializes the clock block's multi-register sequences (latch and
+    /// read the time; select REGS, write, adjust, restore), as `ptp_ocp`'s
+    /// `bp->lock` does: two readers racing would read each other's latch,
+    /// or seconds and nanoseconds of two different latches.
+    clock_lock: Mutex<()>,
     gnss_serial: Option<PathBuf>,
 }
 
@@ -270,6 +275,7 @@ impl TimeCard {
             host,
             ts_window_adjust_ns: AtomicI64::new(0),
             continuity: Mutex::new(Continuity::default()),
+            clock_lock: Mutex::new(()),
             gnss_serial: None,
         };
         card.check_alive()?;
@@ -387,8 +393,16 @@ impl TimeCard {
         Ok(())
     }
 
+    /// Holds the clock block for one multi-register sequence.
+    fn lock_clock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.clock_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// `ts_window_adjust` as `ptp_ocp` estimates it: 3/32 of one PCI read after a latch request.
     fn estimate_pci_timing(&self) -> Result<()> {
+        let _clock = self.lock_clock();
         self.wr(
             self.clk(clock::CTRL),
             clock::CTRL_READ_TIME_REQ | clock::CTRL_ENABLE,
@@ -407,6 +421,7 @@ impl TimeCard {
     /// [`CardError::CardGone`], [`CardError::ReadTimeout`], [`CardError::InvalidTime`],
     /// [`CardError::TimeJump`] or transport errors; never a garbage time.
     pub fn read_time(&self) -> Result<TimeReading> {
+        let _clock = self.lock_clock();
         let pre = self.host.realtime_ns();
         self.wr(
             self.clk(clock::CTRL),
@@ -453,6 +468,7 @@ impl TimeCard {
 
     /// Runs `f` with the `REGS` source selected, restoring the previous source after.
     fn with_regs_selected(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let _clock = self.lock_clock();
         let saved = self.rd(self.clk(clock::SELECT))?;
         self.wr(
             self.clk(clock::SELECT),
@@ -577,6 +593,7 @@ impl TimeCard {
     /// # Errors
     /// Access errors.
     pub fn set_clock_source(&self, src: ClockSource) -> Result<()> {
+        let _clock = self.lock_clock();
         self.wr(self.clk(clock::SELECT), u32::from(src.as_u8()))?;
         Ok(())
     }
