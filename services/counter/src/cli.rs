@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use eventlog::args::ServiceArgs;
 use eventlog::{IdempotencyToken, TimeSource};
-use tokio::net::TcpListener;
 
 use crate::pb::counter_client::CounterClient;
 use crate::service::{CounterConfig, CounterService, Kind, parse_namespace};
@@ -173,33 +172,9 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// in-process fbclockd client).
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let cfg = args.config()?;
+    let (grpc_l, http_l) = eventlog::args::bind_listeners(args.grpc, args.http).await?;
     let backend = args.common.backend("counter").await?;
     let service = CounterService::start(cfg, clock, backend).await?;
-    listen(service, args.grpc, args.http).await
-}
-
-/// Serves a started service on gRPC and HTTP (stops it if binding fails).
-async fn listen(
-    service: CounterService,
-    grpc: SocketAddr,
-    http: SocketAddr,
-) -> anyhow::Result<Running> {
-    let bound = async {
-        let g = TcpListener::bind(grpc)
-            .await
-            .with_context(|| format!("gRPC listen on {grpc}"))?;
-        let h = TcpListener::bind(http)
-            .await
-            .with_context(|| format!("HTTP listen on {http}"))?;
-        anyhow::Ok((g, h))
-    };
-    let (grpc_l, http_l) = match bound.await {
-        Ok(l) => l,
-        Err(e) => {
-            service.shutdown();
-            return Err(e);
-        }
-    };
     let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {

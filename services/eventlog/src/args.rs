@@ -80,3 +80,35 @@ mod tests {
         assert!(bad.check().unwrap_err().contains("between 0 and one hour"));
     }
 }
+
+/// A listener that could not be bound (its source is the `io::Error`, so
+/// callers can tell an address in use from other failures).
+#[derive(Debug, thiserror::Error)]
+#[error("{what} listen on {addr}")]
+pub struct ListenError {
+    /// Which listener (`gRPC`, `HTTP`).
+    pub what: &'static str,
+    /// The address.
+    pub addr: std::net::SocketAddr,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Binds a service's gRPC and HTTP listeners. Services bind before they
+/// open their data, so a port in use costs nothing (and a retry on other
+/// ports does not find the data still open).
+///
+/// # Errors
+/// Either address cannot be bound.
+pub async fn bind_listeners(
+    grpc: std::net::SocketAddr,
+    http: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, tokio::net::TcpListener), ListenError> {
+    let bind = |what, addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ListenError { what, addr, source })
+    };
+    Ok((bind("gRPC", grpc).await?, bind("HTTP", http).await?))
+}

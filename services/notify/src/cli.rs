@@ -17,7 +17,6 @@ use push::edge::{EdgeConfig, EdgeNode};
 use push::processor::Processor;
 use push::registry::Registry;
 use push::token::TokenKey;
-use tokio::net::TcpListener;
 
 use crate::model::TypeSpec;
 use crate::pb::notify_client::NotifyClient;
@@ -355,26 +354,11 @@ async fn start_edge(args: &ServeArgs, backend: &Backend) -> anyhow::Result<(Proc
 /// Starts the pipeline with TrueTime from `clock` and serves it.
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let mut config = args.config()?;
+    let (grpc_l, http_l) = eventlog::args::bind_listeners(args.grpc, args.http).await?;
     let backend = args.common.backend("notify").await?;
     let (edge, push_key_file) = start_edge(args, &backend).await?;
     config.edge = Some(edge);
     let service = NotifyService::start(config, &backend, clock).await?;
-    let listeners = async {
-        let g = TcpListener::bind(args.grpc)
-            .await
-            .with_context(|| format!("gRPC listen on {}", args.grpc))?;
-        let h = TcpListener::bind(args.http)
-            .await
-            .with_context(|| format!("HTTP listen on {}", args.http))?;
-        anyhow::Ok((g, h))
-    };
-    let (grpc_l, http_l) = match listeners.await {
-        Ok(l) => l,
-        Err(e) => {
-            service.shutdown(Duration::ZERO).await;
-            return Err(e);
-        }
-    };
     let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
