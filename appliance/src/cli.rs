@@ -171,10 +171,13 @@ pub enum Command {
             and then the FPGA's PPS servo pulls the card's phase in until IN SYNC (4 PPS edges \
             within 20 ns). With ptp_ocp's servo gains that takes about a minute at real time; \
             --acceleration 20 shows it in a few seconds. --preset, --board, --seed, \
-            --acceleration and --ttff shape the simulator and do not apply to --device.",
+            --acceleration and --ttff shape the simulator and do not apply to --device.\n\n\
+            Beside the text view, `up` serves a live web dashboard on http://127.0.0.1:7380/ \
+            (--dashboard ADDR to move it, --no-dashboard to turn it off).",
         after_help = "Examples:\n  timecard up\n  timecard up --preset ocxo --duration 2m\n  \
             timecard up --bar /tmp/card.bar          # then, elsewhere: timecard sim fault --bar /tmp/card.bar gnss-loss\n  \
-            timecard up --device pci:0000:01:00.0\n\n\
+            timecard up --device pci:0000:01:00.0\n  \
+            timecard up --dashboard 0.0.0.0:7380     # then open http://THIS-HOST:7380/ from another machine\n\n\
             Exits with 69 (EX_UNAVAILABLE) when the device is missing or stops responding."
     )]
     Up(UpArgs),
@@ -661,6 +664,26 @@ pub struct UpArgs {
     /// The notification pipeline `up` runs.
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    /// The live web dashboard `up` serves.
+    #[command(flatten)]
+    pub dashboard: DashboardArgs,
+}
+
+/// Flags of the web dashboard inside `timecard up`.
+#[derive(Debug, Args)]
+pub struct DashboardArgs {
+    /// Do not serve the web dashboard
+    #[arg(long, conflicts_with = "addr")]
+    pub no_dashboard: bool,
+
+    /// Serve the live web dashboard here: open http://ADDR/ in a browser. It
+    /// shows the card, the PTP server, TrueTime's window of uncertainty, the
+    /// counter and notifications, pushed twice a second over WebSocket (SSE
+    /// as fallback). Loopback only by default; 0.0.0.0:7380 serves other
+    /// machines too (port in use: an ephemeral port, and `up` says so)
+    #[arg(long = "dashboard", value_name = "ADDR", default_value = crate::dashboard::DEFAULT_ADDR)]
+    pub addr: std::net::SocketAddr,
 }
 
 /// Flags of the notification pipeline inside `timecard up`.

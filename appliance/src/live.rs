@@ -104,6 +104,8 @@ pub struct Sample {
     pub satellites_used: u8,
     /// Satellites seen.
     pub satellites_seen: u8,
+    /// TOD antenna-status flags that are set ("antenna OK", "fix", "jamming"…).
+    pub antenna: Vec<&'static str>,
     /// GNSS trusted by the supervisor (false after a rejected time jump).
     pub gnss_trusted: bool,
     /// Servo offset (`clock_status_offset`), ns.
@@ -159,10 +161,33 @@ pub struct PtpSample {
     pub syncs_sent: u64,
     /// Delay_Resp sent so far.
     pub delay_resps_sent: u64,
+    /// SPTP exchanges answered so far (SPTP clients, like fbclockd, hold no subscription).
+    pub sptp_exchanges: u64,
+}
+
+impl TrueTimeSample {
+    /// Reads TrueTime now from `clock`; with `truth`, checks it against the simulator.
+    #[must_use]
+    pub fn read(clock: &fbclock::FbClock, truth: Option<&Sim>) -> Self {
+        match clock.now() {
+            Ok(tt) => Self {
+                wou_ns: Some(tt.wou_ns()),
+                error: None,
+                contains_truth: truth.map(|s| tt.contains(s.truth_tai_ns())),
+            },
+            Err(e) => Self {
+                wou_ns: None,
+                error: Some(e.to_string()),
+                contains_truth: None,
+            },
+        }
+    }
 }
 
 impl PtpSample {
-    fn from_stats(s: &Stats) -> Self {
+    /// The server's state now, from its statistics.
+    #[must_use]
+    pub fn from_stats(s: &Stats) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
         Self {
             clock_class: s.clock_class.load(Relaxed),
@@ -171,6 +196,7 @@ impl PtpSample {
             announce_clients: s.subscriptions(MessageType::Announce),
             syncs_sent: s.tx.get(MessageType::Sync),
             delay_resps_sent: s.tx.get(MessageType::DelayResp),
+            sptp_exchanges: s.sptp.load(Relaxed),
         }
     }
 }
@@ -218,7 +244,14 @@ impl Supervision {
 }
 
 /// Takes one sample (the supervisor has already run, and produced `events`).
-fn sample(
+///
+/// Besides the live view, the web dashboard samples with it (with the shared
+/// supervisor's state and no events, which stay for the live view).
+///
+/// # Errors
+/// The card's status or time could not be read (other than a time jump,
+/// which the sample reports).
+pub fn sample(
     card: &TimeCard,
     state: &SupervisorState,
     truth: Option<&Sim>,
@@ -226,18 +259,7 @@ fn sample(
     events: Vec<Event>,
     elapsed: Duration,
 ) -> Result<Sample> {
-    let truetime = extras.truetime.map(|c| match c.now() {
-        Ok(tt) => TrueTimeSample {
-            wou_ns: Some(tt.wou_ns()),
-            error: None,
-            contains_truth: truth.map(|s| tt.contains(s.truth_tai_ns())),
-        },
-        Err(e) => TrueTimeSample {
-            wou_ns: None,
-            error: Some(e.to_string()),
-            contains_truth: None,
-        },
-    });
+    let truetime = extras.truetime.map(|c| TrueTimeSample::read(c, truth));
     let status = card.status().context("reading the card's status")?;
     let (utc_tai_offset, utc_tai_offset_valid) = if status.utc.utc_valid {
         (i32::from(status.utc.offset_s), true)
@@ -287,6 +309,7 @@ fn sample(
         gnss_fix: status.antenna_status & tod::FIX_OK != 0,
         satellites_used: status.satellites.0,
         satellites_seen: status.satellites.1,
+        antenna: render::antenna_flags(status.antenna_status),
         gnss_trusted: state.distrust.is_none(),
         servo_offset_ns: status.servo_offset_ns,
         servo_drift: status.servo_drift,

@@ -12,6 +12,7 @@
 
 mod cli;
 mod cmd;
+mod dashboard;
 mod device;
 mod duration;
 mod exit;

@@ -3,9 +3,10 @@
 //! `up` starts its [`Component`]s: the simulated card (unless a real card or
 //! an external simulator is given), then, after the driver has initialised
 //! the card as `ptp_ocp`'s probe does, the PTP server on it (whose card
-//! sampler also runs the driver's supervisor). The live view shows the card,
-//! the supervisor's findings and the PTP server until Ctrl-C or `--duration`.
-//! Components stop in reverse order of starting.
+//! sampler also runs the driver's supervisor), fbclockd, the counter and
+//! notification services and the web dashboard ([`crate::dashboard`]). The
+//! live view shows the card, the supervisor's findings and the PTP server
+//! until Ctrl-C or `--duration`. Components stop in reverse order of starting.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -24,10 +25,10 @@ use crate::duration::format_duration;
 use crate::exit::UsageError;
 use crate::live::{self, Limits};
 use crate::simulator::Simulator;
-use crate::{device, render};
+use crate::{dashboard, device, render};
 
 /// A part of the appliance that runs beside the live view; dropping it stops it.
-trait Component {
+pub(crate) trait Component {
     /// Short name, for the banner.
     fn name(&self) -> &'static str;
     /// What it is and how to reach it, one line.
@@ -157,15 +158,21 @@ fn start_fbclock(
     ))
 }
 
-/// A service (counter, notify) on its own tokio runtime.
-struct ServiceComponent {
-    name: &'static str,
+/// A service's status as JSON, callable from any thread (the dashboard's sampler).
+pub(crate) type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
+
+/// A service (counter, notify, dashboard) on its own tokio runtime.
+pub(crate) struct ServiceComponent {
+    /// Short name, for the banner.
+    pub(crate) name: &'static str,
     /// The runtime (dropping it stops the listeners' tasks).
-    runtime: Option<tokio::runtime::Runtime>,
+    pub(crate) runtime: Option<tokio::runtime::Runtime>,
     /// The banner line.
-    summary: Box<dyn Fn() -> String>,
+    pub(crate) summary: Box<dyn Fn() -> String>,
     /// Stops the service on its runtime.
-    stop: Box<dyn Fn(&tokio::runtime::Runtime)>,
+    pub(crate) stop: Box<dyn Fn(&tokio::runtime::Runtime)>,
+    /// The service's status (what its `/v1/status` shows).
+    pub(crate) status: StatusFn,
 }
 
 impl Component for ServiceComponent {
@@ -191,7 +198,7 @@ impl Drop for ServiceComponent {
 /// when its default ports are in use it starts again on ephemeral ports
 /// (`ephemeral = true`) and says so. Returns the runtime, the service and
 /// whether it fell back.
-fn start_service<R>(
+pub(crate) fn start_service<R>(
     name: &'static str,
     start: impl Fn(&tokio::runtime::Runtime, bool) -> anyhow::Result<R>,
 ) -> Result<(tokio::runtime::Runtime, R, bool)> {
@@ -267,9 +274,11 @@ fn start_counter(
     })?;
     let running = Arc::new(running);
     let stopper = running.clone();
+    let status = running.clone();
     Ok(ServiceComponent {
         name: "counter",
         runtime: Some(runtime),
+        status: Arc::new(move || serde_json::to_value(status.service.status()).unwrap_or_default()),
         summary: Box::new(move || {
             let st = running.service.status();
             let ns: Vec<String> = st
@@ -313,18 +322,22 @@ fn start_notify(
     })?;
     let running = Arc::new(running);
     let stopper = running.clone();
+    let status = running.clone();
     Ok(ServiceComponent {
         name: "notify",
         runtime: Some(runtime),
+        status: Arc::new(move || status.service.status()),
         summary: Box::new(move || {
             let st = running.service.status();
             format!(
-                "gRPC {} HTTP http://{}/v1/status{}; metrics /metrics; {}; clock: {}",
+                "gRPC {} HTTP http://{}/v1/status{}; metrics /metrics; {}; clock: {}; edge devices ws://{}/v1/ws or /v1/sse (tokens: timecard-push token --key-file {})",
                 running.grpc,
                 running.http,
                 fallback_note(fallback),
                 st["backend"].as_str().unwrap_or_default(),
-                st["clock"].as_str().unwrap_or_default()
+                st["clock"].as_str().unwrap_or_default(),
+                running.http,
+                running.push_key_file.display()
             )
         }),
         stop: Box::new(move |rt| rt.block_on(stopper.stop())),
@@ -468,19 +481,40 @@ fn serve(
         }
     }
     let counter_on = !args.counter.no_counter;
+    let mut counter_status = None;
     if counter_on {
-        components.push(Box::new(start_counter(&args.counter, truetime.as_ref())?));
+        let counter = start_counter(&args.counter, truetime.as_ref())?;
+        counter_status = Some(counter.status.clone());
+        components.push(Box::new(counter));
     }
     let notify_on = !args.notify.no_notify;
+    let mut notify_status = None;
     if notify_on {
-        components.push(Box::new(start_notify(&args.notify, truetime.as_ref())?));
+        let notify = start_notify(&args.notify, truetime.as_ref())?;
+        notify_status = Some(notify.status.clone());
+        components.push(Box::new(notify));
+    }
+    let dashboard_on = !args.dashboard.no_dashboard;
+    if dashboard_on {
+        components.push(Box::new(dashboard::start(
+            args.dashboard.addr,
+            dashboard::Sources {
+                card: card.card.clone(),
+                truth: card.truth.clone(),
+                supervisor: shared.clone(),
+                ptp: stats.clone(),
+                truetime: truetime.clone(),
+                counter: counter_status,
+                notify: notify_status,
+            },
+        )?));
     }
     let stop = match args.duration {
         Some(d) => format!("stops after {}, or press Ctrl-C", format_duration(d)),
         None => "press Ctrl-C to stop".to_owned(),
     };
     let mut banner = format!(
-        "timecard up: {} + driver + supervisor{}{}{}{} running; {stop}\n",
+        "timecard up: {} + driver + supervisor{}{}{}{}{} running; {stop}\n",
         card.what,
         if shared.is_some() {
             " + PTP server"
@@ -493,7 +527,8 @@ fn serve(
             ""
         },
         if counter_on { " + counter" } else { "" },
-        if notify_on { " + notify" } else { "" }
+        if notify_on { " + notify" } else { "" },
+        if dashboard_on { " + dashboard" } else { "" }
     );
     for c in components.iter() {
         banner.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));
