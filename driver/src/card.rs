@@ -422,6 +422,11 @@ impl TimeCard {
     /// [`CardError::TimeJump`] or transport errors; never a garbage time.
     pub fn read_time(&self) -> Result<TimeReading> {
         let _clock = self.lock_clock();
+        self.read_time_locked()
+    }
+
+    /// [`Self::read_time`] with the clock lock already held.
+    fn read_time_locked(&self) -> Result<TimeReading> {
         let pre = self.host.realtime_ns();
         self.wr(
             self.clk(clock::CTRL),
@@ -469,6 +474,11 @@ impl TimeCard {
     /// Runs `f` with the `REGS` source selected, restoring the previous source after.
     fn with_regs_selected(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
         let _clock = self.lock_clock();
+        self.regs_selected_locked(f)
+    }
+
+    /// [`Self::with_regs_selected`] with the clock lock already held.
+    fn regs_selected_locked(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
         let saved = self.rd(self.clk(clock::SELECT))?;
         self.wr(
             self.clk(clock::SELECT),
@@ -481,8 +491,16 @@ impl TimeCard {
 
     /// Like [`Self::with_regs_selected`] for an adjustment that moves the card's
     /// time on purpose: the continuity guard starts afresh afterwards.
+    /// The continuity guard is re-anchored before the lock is released,
+    /// so no reader sees the deliberate step as a time jump.
     fn adjusting_time(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
-        let r = self.with_regs_selected(f);
+        let _clock = self.lock_clock();
+        self.adjusting_time_locked(f)
+    }
+
+    /// [`Self::adjusting_time`] with the clock lock already held.
+    fn adjusting_time_locked(&self, f: impl FnOnce() -> Result<()>) -> Result<()> {
+        let r = self.regs_selected_locked(f);
         self.reanchor();
         r
     }
@@ -492,20 +510,28 @@ impl TimeCard {
     /// # Errors
     /// A negative time or one past 2106 is refused; access errors.
     pub fn set_time(&self, tai_ns: i64) -> Result<()> {
+        let (sec, ns) = Self::time_registers(tai_ns)?;
+        self.adjusting_time(|| self.write_time(sec, ns))
+    }
+
+    /// The seconds and nanoseconds registers for a TAI time.
+    fn time_registers(tai_ns: i64) -> Result<(u32, u32)> {
         let sec = u32::try_from(tai_ns.div_euclid(NS_PER_S)).map_err(|_| {
             CardError::InvalidArgument(format!(
                 "time {tai_ns} ns does not fit the 32-bit seconds register"
             ))
         })?;
-        let ns = tai_ns.rem_euclid(NS_PER_S) as u32;
-        self.adjusting_time(|| {
-            self.wr(self.clk(clock::ADJUST_NS), ns)?;
-            self.wr(self.clk(clock::ADJUST_SEC), sec)?;
-            self.wr(
-                self.clk(clock::CTRL),
-                clock::CTRL_ADJUST_TIME | clock::CTRL_ENABLE,
-            )
-        })
+        Ok((sec, tai_ns.rem_euclid(NS_PER_S) as u32))
+    }
+
+    /// Writes and applies a time (REGS selected, clock lock held).
+    fn write_time(&self, sec: u32, ns: u32) -> Result<()> {
+        self.wr(self.clk(clock::ADJUST_NS), ns)?;
+        self.wr(self.clk(clock::ADJUST_SEC), sec)?;
+        self.wr(
+            self.clk(clock::CTRL),
+            clock::CTRL_ADJUST_TIME | clock::CTRL_ENABLE,
+        )
     }
 
     /// Steps the time by `delta_ns` at once, exactly: one immediate offset
@@ -557,8 +583,11 @@ impl TimeCard {
     /// Access errors.
     pub fn adjtime(&self, delta_ns: i64) -> Result<()> {
         if delta_ns.abs() > NS_PER_S {
-            let now = self.read_time()?.card_tai_ns;
-            self.set_time(now + delta_ns)
+            // Read, add and set under one hold of the lock, as ptp_ocp.
+            let _clock = self.lock_clock();
+            let now = self.read_time_locked()?.card_tai_ns;
+            let (sec, ns) = Self::time_registers(now + delta_ns)?;
+            self.adjusting_time_locked(|| self.write_time(sec, ns))
         } else {
             self.slew(delta_ns, 1_000_000_000)
         }

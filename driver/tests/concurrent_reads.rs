@@ -64,3 +64,48 @@ fn concurrent_reads_each_see_their_own_latch() {
         &outside[..outside.len().min(5)]
     );
 }
+
+#[test]
+fn readers_never_take_a_deliberate_step_for_a_time_jump() {
+    let sim = Sim::new(&SimConfig {
+        mode: ClockMode::Realtime { acceleration: 1.0 },
+        ..SimConfig::default()
+    })
+    .unwrap();
+    let card = open_sim(sim).unwrap();
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let stepper = s.spawn(|| {
+            // 5 ms steps (beyond the guard's 1 ms) and coarse adjtimes.
+            for i in 0..200 {
+                let delta = if i % 2 == 0 { 5_000_000 } else { -5_000_000 };
+                card.step(delta).unwrap();
+                card.adjtime(if i % 2 == 0 {
+                    2_000_000_000
+                } else {
+                    -2_000_000_000
+                })
+                .unwrap();
+            }
+        });
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                s.spawn(|| {
+                    (0..20_000)
+                        .filter_map(|_| card.read_time().err().map(|e| e.to_string()))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        stepper.join().unwrap();
+        readers
+            .into_iter()
+            .flat_map(|t| t.join().unwrap())
+            .collect()
+    });
+    assert!(
+        errors.is_empty(),
+        "{} reads failed, e.g. {:?}",
+        errors.len(),
+        &errors[..errors.len().min(3)]
+    );
+}
