@@ -116,6 +116,7 @@ impl Viewers {
             member: "dashboard".into(),
             device: format!("browser-{n}"),
             device_type: "browser".into(),
+            topics: vec![TOPIC.into()],
             expires_unix_s: push::token::unix_now_s() + VIEWER_TOKEN_LIFETIME.as_secs(),
         })
     }
@@ -325,10 +326,12 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
             None,
         )));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let write_timeout = node.config().write_timeout;
     runtime.spawn(async move {
         let shutdown = async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         };
+        let listener = push::net::TimeoutListener::new(listener, write_timeout);
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

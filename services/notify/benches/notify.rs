@@ -78,6 +78,7 @@ async fn connect_tv(svc: &NotifyService, member: &str) {
         member: member.into(),
         device: "tv".into(),
         device_type: "tv".into(),
+        topics: Vec::new(),
         expires_unix_s: push::token::unix_now_s() + 86_400,
     };
     let node = svc.edge().local().expect("in-process edge node");

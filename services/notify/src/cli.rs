@@ -162,9 +162,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "FILE")]
     pub push_key_file: Option<PathBuf>,
     /// Id of the edge node this process hosts (edge devices connect to
-    /// /v1/ws or /v1/sse on the HTTP address).
-    #[arg(long, default_value = "notify")]
-    pub push_node: String,
+    /// /v1/ws or /v1/sse on the HTTP address); unique among the nodes
+    /// sharing a registry. Default: notify-<host>-<HTTP port>.
+    #[arg(long)]
+    pub push_node: Option<String>,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -326,7 +327,11 @@ fn push_key(args: &ServeArgs, backend: &Backend) -> anyhow::Result<(TokenKey, Pa
 /// The push edge this process hosts: a node on the HTTP address, its
 /// registry (NATS KV with a NATS backend, so edge nodes elsewhere share
 /// it, else in process) and the message processor.
-async fn start_edge(args: &ServeArgs, backend: &Backend) -> anyhow::Result<(Processor, PathBuf)> {
+async fn start_edge(
+    args: &ServeArgs,
+    backend: &Backend,
+    http_port: u16,
+) -> anyhow::Result<(Processor, PathBuf)> {
     let (key, key_path) = push_key(args, backend)?;
     let ttl = Duration::from_secs(30);
     let nats = backend.nats_client().cloned();
@@ -336,7 +341,10 @@ async fn start_edge(args: &ServeArgs, backend: &Backend) -> anyhow::Result<(Proc
     };
     let node = EdgeNode::new(
         EdgeConfig {
-            node_id: args.push_node.clone(),
+            node_id: args
+                .push_node
+                .clone()
+                .unwrap_or_else(|| push::edge::default_node_id("notify", http_port)),
             drain_period: Duration::from_secs(1),
             ..EdgeConfig::default()
         },
@@ -356,7 +364,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     let mut config = args.config()?;
     let (grpc_l, http_l) = eventlog::args::bind_listeners(args.grpc, args.http).await?;
     let backend = args.common.backend("notify").await?;
-    let (edge, push_key_file) = start_edge(args, &backend).await?;
+    let (edge, push_key_file) = start_edge(args, &backend, http_l.local_addr()?.port()).await?;
     config.edge = Some(edge);
     let service = NotifyService::start(config, &backend, clock).await?;
     let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);

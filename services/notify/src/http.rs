@@ -364,12 +364,21 @@ async fn map_body_errors(r: Response) -> Response {
     too_large_or_bad(status, text).into_response()
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves.
+/// Serves HTTP on `listener` until `shutdown` resolves (writes that stall
+/// for the edge node's write timeout fail, so a device that stops reading
+/// its SSE stream is disconnected).
 pub async fn serve(
     listener: TcpListener,
     svc: Svc,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let timeout = svc
+        .edge()
+        .local()
+        .map_or(std::time::Duration::from_secs(10), |n| {
+            n.config().write_timeout
+        });
+    let listener = push::net::TimeoutListener::new(listener, timeout);
     axum::serve(listener, router(svc))
         .with_graceful_shutdown(shutdown)
         .await

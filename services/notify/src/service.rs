@@ -1078,10 +1078,7 @@ impl NotifyService {
                 "state": if evicted == 0 { "exact" } else { "degraded: window shortened by its memory cap" },
             },
             "registry": {"devices": self.registry.len(), "ttl_s": self.registry.ttl().as_secs()},
-            "edge": self.edge.local().map_or_else(
-                || serde_json::json!({"registry": self.edge.registry().describe()}),
-                push::edge::EdgeNode::status,
-            ),
+            "edge": self.edge.status(),
             "channels": self.bulkheads.iter().flatten().map(Bulkhead::stats).collect::<Vec<_>>(),
         })
     }

@@ -141,6 +141,7 @@ async fn http_json_with_curl() {
             member: "m1".into(),
             device: "tv1".into(),
             device_type: "tv".into(),
+            topics: Vec::new(),
             expires_unix_s: push::token::unix_now_s() + 600,
         })
         .unwrap();

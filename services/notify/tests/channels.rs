@@ -83,6 +83,7 @@ async fn register_three(svc: &NotifyService, m: u64) -> push::edge::Attached {
         member,
         device: "tv".into(),
         device_type: "tv".into(),
+        topics: Vec::new(),
         expires_unix_s: push::token::unix_now_s() + 3_600,
     };
     svc.edge()

@@ -84,6 +84,7 @@ async fn edge_device(
         member: member.into(),
         device: id.into(),
         device_type: t.as_str().into(),
+        topics: Vec::new(),
         expires_unix_s: push::token::unix_now_s() + 3_600,
     };
     svc.edge()

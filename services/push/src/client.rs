@@ -7,9 +7,11 @@
 //! clients whose node died does not return in one wave).
 //!
 //! Resume: with a [`PullSource`], after every (re)connect the client reads
-//! the member's notifications from the pull store since its cursor, so a
-//! durable message pushed while it was offline is not lost. Durable
-//! messages seen both ways are reported once (by id).
+//! the member's notifications from the pull store since its cursor, and
+//! once more shortly after (a notification routed while the registry still
+//! pointed elsewhere is neither pushed nor in the first read), so a durable
+//! message pushed while it was offline is not lost. Durable messages seen
+//! both ways are reported once (by id).
 
 use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
@@ -19,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::frame::{Frame, MAX_FRAME, Message};
+use crate::frame::{Frame, MAX_FRAME, Message, ReconnectReason};
 
 /// Where missed durable messages are read from: the notification
 /// service's pull API (`GET /v1/members/{m}/notifications?since=`).
@@ -50,10 +52,13 @@ pub struct ClientConfig {
     pub backoff_min: Duration,
     /// Largest backoff.
     pub backoff_max: Duration,
+    /// After a connect's catch-up, when to read the pull store once more.
+    pub catch_up_again: Duration,
 }
 
 impl ClientConfig {
-    /// Defaults: backoff 100 ms doubling to 10 s, no topic, no pull.
+    /// Defaults: backoff 100 ms doubling to 10 s, no topic, no pull,
+    /// second catch-up 2 s after a connect.
     #[must_use]
     pub fn new(edges: Vec<String>, token: String) -> Self {
         Self {
@@ -63,6 +68,7 @@ impl ClientConfig {
             pull: None,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
+            catch_up_again: Duration::from_secs(2),
         }
     }
 }
@@ -178,7 +184,7 @@ pub async fn run(config: ClientConfig, events: mpsc::Sender<ClientEvent>) {
 }
 
 /// One connection; returns why it ended and whether the server asked for
-/// the reconnect.
+/// the reconnect (drain, lifetime: reconnect at once).
 async fn session(
     config: &ClientConfig,
     edge: &str,
@@ -200,20 +206,32 @@ async fn session(
         Ok(Err(e)) => return (format!("connecting to {edge}: {e}"), false),
         Err(_) => return (format!("connecting to {edge}: timed out"), false),
     };
-    let mut caught_up = false;
-    while let Some(msg) = ws.next().await {
+    // Catch-up runs after the hello and once more `catch_up_again` later:
+    // a message routed while the registry copies still had the old route
+    // (or none) is neither pushed here nor in the first pull.
+    let mut catch_up_at: Option<tokio::time::Instant> = None;
+    loop {
+        let due = catch_up_at;
+        let msg = tokio::select! {
+            msg = ws.next() => msg,
+            () = async { tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)).await }, if due.is_some() => {
+                catch_up_at = None;
+                if let Some(pull) = &config.pull
+                    && let Err(e) = catch_up(pull, cursor, seen, events).await
+                {
+                    tracing::warn!("catch-up from the pull store failed: {e}");
+                }
+                continue;
+            }
+        };
+        let Some(msg) = msg else { break };
         let text = match msg {
             Ok(WsMessage::Text(t)) => t,
             Ok(WsMessage::Ping(p)) => {
                 let _ = ws.send(WsMessage::Pong(p)).await;
                 continue;
             }
-            Ok(WsMessage::Close(c)) => {
-                return (
-                    format!("closed by {edge}: {c:?}"),
-                    c.is_some_and(|c| c.reason == "reconnect"),
-                );
-            }
+            Ok(WsMessage::Close(c)) => return (format!("closed by {edge}: {c:?}"), false),
             Ok(_) => continue,
             Err(e) => return (format!("{edge}: {e}"), false),
         };
@@ -233,11 +251,11 @@ async fn session(
                 {
                     return ("client closed".into(), false);
                 }
-                if !caught_up && let Some(pull) = &config.pull {
-                    caught_up = true;
+                if let Some(pull) = &config.pull {
                     if let Err(e) = catch_up(pull, cursor, seen, events).await {
                         tracing::warn!("catch-up from the pull store failed: {e}");
                     }
+                    catch_up_at = Some(tokio::time::Instant::now() + config.catch_up_again);
                 }
             }
             Ok(Frame::Push(m)) => {
@@ -256,7 +274,10 @@ async fn session(
                 }
             }
             Ok(Frame::Reconnect { reason }) => {
-                return (format!("{edge} asked to reconnect: {reason:?}"), true);
+                // Drain and lifetime: go now. Replaced: another client
+                // uses this device's token; back off.
+                let asked = reason != ReconnectReason::Replaced;
+                return (format!("{edge} asked to reconnect: {reason:?}"), asked);
             }
             Err(e) => tracing::warn!("ignoring an unreadable frame from {edge}: {e}"),
         }

@@ -85,12 +85,16 @@ pub enum Refused {
 #[derive(Debug)]
 struct Conn {
     device: Arc<str>,
+    device_type: Arc<str>,
     conn: u64,
     topic: Option<Arc<str>>,
     tx: mpsc::Sender<Encoded>,
 }
 
 type Shard = HashMap<Arc<str>, Vec<Conn>>;
+
+/// A connection named outside the table: member, device, device type, id.
+type ConnRef = (Arc<str>, Arc<str>, Arc<str>, u64);
 
 /// Counters of a node.
 #[derive(Debug, Default)]
@@ -196,6 +200,30 @@ impl Drop for Attached {
     }
 }
 
+/// A node id unique on a shared registry by default: `<prefix>-<host>-<port>`
+/// (host name from the kernel, characters outside `[A-Za-z0-9_-]` as `-`).
+#[must_use]
+pub fn default_node_id(prefix: &str, port: u16) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = host
+        .trim()
+        .chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if host.is_empty() {
+        format!("{prefix}-{port}")
+    } else {
+        format!("{prefix}-{host}-{port}")
+    }
+}
+
 fn jitter_fraction() -> f64 {
     (eventlog::envelope::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
 }
@@ -213,6 +241,22 @@ impl EdgeNode {
     ) -> Result<Self, crate::registry::RegistryError> {
         if !valid_name(&config.node_id) {
             return Err(crate::registry::RegistryError::Name(config.node_id));
+        }
+        for (what, d) in [
+            ("heartbeat", config.heartbeat),
+            ("maximum lifetime", config.max_lifetime),
+            ("write timeout", config.write_timeout),
+        ] {
+            if d < Duration::from_millis(10) {
+                return Err(crate::registry::RegistryError::Config(format!(
+                    "the {what} must be at least 10 ms (got {d:?})"
+                )));
+            }
+        }
+        if config.send_buffer == 0 || config.max_connections == 0 {
+            return Err(crate::registry::RegistryError::Config(
+                "the send buffer and the connection limit must be positive".into(),
+            ));
         }
         Ok(Self {
             inner: Arc::new(Inner {
@@ -241,12 +285,6 @@ impl EdgeNode {
     #[must_use]
     pub fn config(&self) -> &EdgeConfig {
         &self.inner.config
-    }
-
-    /// The token key.
-    #[must_use]
-    pub fn key(&self) -> &crate::token::TokenKey {
-        &self.inner.key
     }
 
     /// The registry connections are recorded in.
@@ -295,6 +333,12 @@ impl EdgeNode {
             return Err(Refused::Draining);
         }
         let max = inner.config.max_connections as u64;
+        // Sockets still being served count too (a dropped connection's
+        // socket lives until its stalled write times out).
+        if inner.open.load(Ordering::Relaxed) >= max {
+            inner.stats.refused_busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Refused::Full(inner.config.max_connections));
+        }
         if inner
             .connections
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
@@ -336,12 +380,20 @@ impl EdgeNode {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             let conns = shard.entry(member.clone()).or_default();
             if let Some(old) = conns.iter().position(|c| c.device == device) {
-                // The device reconnected here: the old connection closes.
-                conns.swap_remove(old);
+                // The device connected again here: the old connection is
+                // told why and closes.
+                let old = conns.swap_remove(old);
+                let _ = old.tx.try_send(
+                    Frame::Reconnect {
+                        reason: ReconnectReason::Replaced,
+                    }
+                    .encode(),
+                );
                 inner.connections.fetch_sub(1, Ordering::Relaxed);
             }
             conns.push(Conn {
                 device: device.clone(),
+                device_type: device_type.clone(),
                 conn,
                 topic: topic.map(Into::into),
                 tx,
@@ -401,9 +453,15 @@ impl EdgeNode {
     }
 
     /// Queues `frame` to each connection for which `which` holds; drops
-    /// connections whose buffer is full. Returns how many got it.
-    fn offer(&self, member: &str, frame: &Encoded, which: impl Fn(&Conn) -> bool) -> usize {
-        let mut sent = 0;
+    /// connections whose buffer is full. Returns how many got it and how
+    /// many matched.
+    fn offer(
+        &self,
+        member: &str,
+        frame: &Encoded,
+        which: impl Fn(&Conn) -> bool,
+    ) -> (usize, usize) {
+        let (mut sent, mut matched) = (0, 0);
         let mut slow = Vec::new();
         {
             let shard = self
@@ -412,6 +470,7 @@ impl EdgeNode {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(conns) = shard.get(member) {
                 for c in conns.iter().filter(|c| which(c)) {
+                    matched += 1;
                     match c.tx.try_send(frame.clone()) {
                         Ok(()) => sent += 1,
                         Err(_) => slow.push(c.conn),
@@ -422,7 +481,7 @@ impl EdgeNode {
         self.drop_slow(member, &slow);
         let stats = &self.inner.stats;
         stats.queued.fetch_add(sent as u64, Ordering::Relaxed);
-        sent
+        (sent, matched)
     }
 
     fn drop_slow(&self, member: &str, slow: &[u64]) {
@@ -444,11 +503,11 @@ impl EdgeNode {
     /// Queues `frame` to a member's connections here (one device, or all);
     /// how many got it.
     pub fn deliver(&self, member: &str, device: Option<&str>, frame: &Encoded) -> usize {
-        let n = self.offer(member, frame, |c| device.is_none_or(|d| *c.device == *d));
-        if n == 0 {
+        let (sent, matched) = self.offer(member, frame, |c| device.is_none_or(|d| *c.device == *d));
+        if matched == 0 {
             self.inner.stats.not_here.fetch_add(1, Ordering::Relaxed);
         }
-        n
+        sent
     }
 
     /// Queues `frame` to every connection subscribed to `topic`; how many.
@@ -480,45 +539,56 @@ impl EdgeNode {
         sent
     }
 
-    /// Every (member, device, device type) connection, for refreshes.
-    fn snapshot(&self) -> Vec<(Arc<str>, Arc<str>, u64)> {
+    /// Every connection: (member, device, device type, connection id).
+    fn snapshot(&self) -> Vec<ConnRef> {
         let mut all = Vec::with_capacity(self.connections() as usize);
         for shard in &self.inner.shards {
             let shard = shard
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             for (member, conns) in shard.iter() {
-                all.extend(
-                    conns
-                        .iter()
-                        .map(|c| (member.clone(), c.device.clone(), c.conn)),
-                );
+                all.extend(conns.iter().map(|c| {
+                    (
+                        member.clone(),
+                        c.device.clone(),
+                        c.device_type.clone(),
+                        c.conn,
+                    )
+                }));
             }
         }
         all
     }
 
-    /// Re-registers every live connection's route (keeps records from
-    /// expiring) and sweeps expired records out of the local copy. Run
-    /// every [`Registry::refresh_every`].
+    /// Whether connection `conn` of a member is in the table.
+    fn holds(&self, member: &str, conn: u64) -> bool {
+        self.shard(member)
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(member)
+            .is_some_and(|cs| cs.iter().any(|c| c.conn == conn))
+    }
+
+    /// Renews the route of every live connection (the table is the
+    /// authority: a record that went missing or expired, e.g. during a NATS
+    /// outage longer than the TTL, is written again; one a newer
+    /// connection wrote is left alone), 64 writes at a time, and sweeps
+    /// expired records out of the local copy. Run every
+    /// [`Registry::refresh_every`].
     pub async fn refresh(&self) {
+        use futures_util::StreamExt as _;
         let registry = &self.inner.registry;
-        for (member, device, conn) in self.snapshot() {
-            // The device type is in the current record; a record that is
-            // gone (or moved) is not ours to renew.
-            let Some(mut route) = registry.lookup(&member, &device) else {
-                continue;
-            };
-            if route.node != self.inner.node || route.conn != conn {
-                continue;
-            }
-            route.expires_unix_ms = registry
-                .route(&route.node, &route.device_type, conn)
-                .expires_unix_ms;
-            if let Err(e) = registry.register(&member, &device, route).await {
-                tracing::warn!(%member, %device, "registry refresh failed: {e}");
-            }
-        }
+        futures_util::stream::iter(self.snapshot())
+            .for_each_concurrent(64, |(member, device, device_type, conn)| async move {
+                if !self.holds(&member, conn) {
+                    return;
+                }
+                let route = registry.route(&self.inner.node, &device_type, conn);
+                if let Err(e) = registry.renew(&member, &device, route).await {
+                    tracing::warn!(%member, %device, "registry refresh failed: {e}");
+                }
+            })
+            .await;
         registry.sweep();
     }
 
@@ -551,7 +621,7 @@ impl EdgeNode {
         }
         .encode();
         let n = all.len().max(1);
-        for (i, (member, _, conn)) in all.iter().enumerate() {
+        for (i, (member, _, _, conn)) in all.iter().enumerate() {
             let at = start + period.mul_f64(i as f64 / n as f64);
             if tokio::time::Instant::now() < at {
                 tokio::time::sleep_until(at).await;

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-/// Largest frame a client accepts (a push body is bounded well below).
+/// Largest frame: publishers are refused beyond it, clients and nodes
+/// refuse to read more.
 pub const MAX_FRAME: usize = 64 * 1024;
 
 /// One message pushed to devices.
@@ -63,8 +64,9 @@ pub enum ReconnectReason {
     Drain,
     /// The connection reached its (randomized) maximum lifetime.
     Lifetime,
-    /// The client fell behind its send buffer.
-    Slow,
+    /// A newer connection of the same device took this one's place (two
+    /// clients sharing a token): back off instead of reconnecting at once.
+    Replaced,
 }
 
 /// A frame from server to client.

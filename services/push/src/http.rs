@@ -75,11 +75,14 @@ async fn admit(
         ));
     }
     if let Some(t) = &q.topic
-        && !crate::token::valid_name(t)
+        && !claims.topics.contains(t)
     {
         return Err(error(
-            StatusCode::BAD_REQUEST,
-            "topic must be 1 to 128 characters from [A-Za-z0-9_-]",
+            StatusCode::FORBIDDEN,
+            format!(
+                "the token does not allow topic {:?}",
+                t.chars().take(128).collect::<String>()
+            ),
         ));
     }
     node.attach(&claims, q.topic.as_deref())
@@ -210,6 +213,11 @@ async fn publish_one(p: &Processor, m: Publish) -> serde_json::Value {
         body: m.body,
     })
     .encode();
+    if frame.bytes().len() > crate::frame::MAX_FRAME {
+        return serde_json::json!({"error": format!(
+            "frame of {} bytes exceeds the {} byte limit of a push", frame.bytes().len(), crate::frame::MAX_FRAME
+        )});
+    }
     let routed = match (&m.member, &m.topic) {
         (Some(member), _) => Ok(p.unicast(member, m.device.as_deref(), &frame).await),
         (_, Some(topic)) => p.broadcast(topic, &frame).await,
@@ -260,10 +268,7 @@ async fn publish(
 }
 
 async fn status(State(p): State<Processor>) -> Response {
-    match p.local() {
-        Some(node) => Json(node.status()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no edge node in this process"),
-    }
+    Json(p.status()).into_response()
 }
 
 async fn metrics(State(p): State<Processor>) -> Response {

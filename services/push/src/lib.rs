@@ -14,6 +14,7 @@ pub mod edge;
 pub mod frame;
 pub mod http;
 pub mod load;
+pub mod net;
 pub mod processor;
 pub mod registry;
 pub mod token;

@@ -187,6 +187,7 @@ pub async fn open(config: LoadConfig, stats: Arc<LoadStats>) {
             member: format!("{}{n}", config.prefix),
             device: "d0".into(),
             device_type: "tv".into(),
+            topics: config.topic.iter().cloned().collect(),
             expires_unix_s: expires,
         };
         let Ok(token) = config.key.issue(&claims) else {
@@ -259,7 +260,7 @@ async fn read(mut ws: Ws, stats: &LoadStats) {
             stats.received.fetch_add(1, Ordering::Relaxed);
             stats
                 .latency
-                .record(((now_ns() - sent).max(0) / 1_000) as u64);
+                .record((now_ns().saturating_sub(sent).max(0) / 1_000) as u64);
         }
     }
     if hello {

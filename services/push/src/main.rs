@@ -55,9 +55,10 @@ struct ServeArgs {
     /// Let several processes listen on the same address (SO_REUSEPORT).
     #[arg(long)]
     reuse_port: bool,
-    /// This node's id (in the registry and the `hello` frame).
-    #[arg(long, default_value = "edge-1")]
-    node_id: String,
+    /// This node's id (in the registry and the `hello` frame); unique
+    /// among the nodes sharing a registry. Default: edge-<host>-<port>.
+    #[arg(long)]
+    node_id: Option<String>,
     /// File with the token key (from `timecard-push keygen`).
     #[arg(long)]
     key_file: PathBuf,
@@ -100,6 +101,9 @@ struct TokenArgs {
     /// Device type (tv, phone, tablet, browser) or `publisher`.
     #[arg(long = "type", default_value = "tv")]
     device_type: String,
+    /// A broadcast topic the device may subscribe to (repeat; at most 8).
+    #[arg(long = "topic")]
+    topics: Vec<String>,
     /// Validity (e.g. 1h).
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     ttl: Duration,
@@ -140,11 +144,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     let n: u64 = n
         .parse()
         .map_err(|_| format!("{s:?}: expected a number and a unit (ms, s, m, h)"))?;
+    let secs = |per: u64| {
+        n.checked_mul(per)
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{s:?} is too long"))
+    };
     match unit {
         "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        "h" => Ok(Duration::from_secs(n * 3_600)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3_600),
         _ => Err(format!("{s:?}: unit must be ms, s, m or h")),
     }
 }
@@ -204,9 +213,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let max_connections = args
         .max_connections
         .min((nofile as usize).saturating_sub(64).max(1));
+    let main = listener(args.listen, args.reuse_port)?;
+    let main_addr = main.local_addr()?;
+    let node_id = args
+        .node_id
+        .clone()
+        .unwrap_or_else(|| push::edge::default_node_id("edge", main_addr.port()));
     let node = EdgeNode::new(
         EdgeConfig {
-            node_id: args.node_id.clone(),
+            node_id,
             heartbeat: args.heartbeat,
             max_lifetime: args.max_lifetime,
             send_buffer: args.send_buffer,
@@ -222,18 +237,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
         processor.serve_forwarded().await?;
     }
     let refresh = node.spawn_refresh();
+    let write_timeout = node.config().write_timeout;
     let app = push::http::router(processor);
-    let main = listener(args.listen, args.reuse_port)?;
-    let main_addr = main.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let mut admin_addr = None;
     if let Some(a) = args.admin_listen {
         let admin = listener(a, false)?;
         admin_addr = Some(admin.local_addr()?);
-        servers.push(spawn_server(admin, app.clone(), stop_rx.clone()));
+        servers.push(spawn_server(
+            push::net::TimeoutListener::new(admin, write_timeout),
+            app.clone(),
+            stop_rx.clone(),
+        ));
     }
-    servers.push(spawn_server(main, app, stop_rx));
+    servers.push(spawn_server(
+        push::net::TimeoutListener::new(main, write_timeout),
+        app,
+        stop_rx,
+    ));
     println!(
         "edge {} listening {main_addr} admin {} registry {} max-connections {max_connections}",
         node.id(),
@@ -257,7 +279,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
 }
 
 fn spawn_server(
-    listener: tokio::net::TcpListener,
+    listener: push::net::TimeoutListener,
     app: axum::Router,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
@@ -363,6 +385,7 @@ fn main() -> Result<()> {
                 member: a.member,
                 device: a.device,
                 device_type: a.device_type,
+                topics: a.topics,
                 expires_unix_s: push::token::unix_now_s() + a.ttl.as_secs(),
             })?;
             println!("{token}");

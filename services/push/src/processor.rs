@@ -127,6 +127,23 @@ impl Processor {
         &self.stats
     }
 
+    /// The local node's status (if any) with the routing counters, as JSON.
+    #[must_use]
+    pub fn status(&self) -> serde_json::Value {
+        let s = &self.stats;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let mut v = self.local.as_ref().map_or_else(
+            || serde_json::json!({"registry": self.registry.describe()}),
+            EdgeNode::status,
+        );
+        v["routing"] = serde_json::json!({
+            "local": get(&s.local), "forwarded": get(&s.forwarded),
+            "received": get(&s.received), "offline": get(&s.offline),
+            "nats": self.nats.is_some(),
+        });
+        v
+    }
+
     /// Hands `frame` to one device at `route`.
     ///
     /// Returns whether a local connection got it, or that it was forwarded.

@@ -30,6 +30,11 @@ const SHARDS: usize = 64;
 
 /// The KV bucket edge nodes and message processors share by default.
 pub const DEFAULT_BUCKET: &str = "timecard-push-registry";
+/// How long the NATS bucket keeps a record nobody rewrites (garbage
+/// collection; whether a record counts is decided by its own expiry).
+pub const BUCKET_MAX_AGE: Duration = Duration::from_secs(600);
+/// Longest record TTL (well under [`BUCKET_MAX_AGE`]).
+pub const MAX_TTL: Duration = Duration::from_secs(300);
 
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,9 @@ pub enum RegistryError {
     /// The NATS bucket could not be opened or written.
     #[error("push registry (NATS KV): {0}")]
     Nats(String),
+    /// A setting out of range.
+    #[error("{0}")]
+    Config(String),
 }
 
 /// Where a device is connected.
@@ -168,6 +176,11 @@ impl Registry {
         ttl: Duration,
         replicas: usize,
     ) -> Result<Self, RegistryError> {
+        if ttl > MAX_TTL || ttl.is_zero() {
+            return Err(RegistryError::Nats(format!(
+                "a registry TTL of {ttl:?} is outside (0, {MAX_TTL:?}]"
+            )));
+        }
         let js = async_nats::jetstream::new(client.clone());
         let nats_err =
             |e: &dyn std::fmt::Display| RegistryError::Nats(format!("bucket {bucket}: {e}"));
@@ -178,7 +191,7 @@ impl Registry {
                     bucket: bucket.to_owned(),
                     description: "timecard push registry: device -> edge node".into(),
                     history: 1,
-                    max_age: ttl,
+                    max_age: BUCKET_MAX_AGE,
                     num_replicas: replicas.max(1),
                     ..Default::default()
                 })
@@ -217,7 +230,8 @@ impl Registry {
                 }
             }
             kv::Operation::Delete | kv::Operation::Purge => {
-                self.remove_local(member, device, |_| true);
+                // Not a record written after the delete (a lagging watch).
+                self.remove_local(member, device, |local| local.revision <= e.revision);
             }
         }
     }
@@ -303,6 +317,74 @@ impl Registry {
         };
         self.insert_local(member, device, route, revision);
         Ok(())
+    }
+
+    /// Renews the record of a live connection (`route` names its node and
+    /// connection) if the record is still its own, or missing, or expired;
+    /// never over a record a newer connection wrote. Whether it renewed.
+    ///
+    /// # Errors
+    /// Bad names, or the NATS write failed (other than losing a race).
+    pub async fn renew(
+        &self,
+        member: &str,
+        device: &str,
+        route: Route,
+    ) -> Result<bool, RegistryError> {
+        check(&[member, device, &route.node, &route.device_type])?;
+        let now = unix_now_ms();
+        let current = {
+            let shard = self
+                .shard(member)
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            shard
+                .get(member)
+                .and_then(|ds| ds.iter().find(|e| &*e.device == device))
+                .map(|e| (e.route.clone(), e.revision))
+        };
+        let ours_or_stale =
+            |r: &Route| (r.node == route.node && r.conn == route.conn) || r.expires_unix_ms <= now;
+        let Some(store) = &self.inner.nats else {
+            // In process: decide and write under the shard lock.
+            let mut shard = self
+                .shard(member)
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let devices = shard.entry(member.into()).or_default();
+            return Ok(match devices.iter_mut().find(|e| &*e.device == device) {
+                Some(e) if ours_or_stale(&e.route) => {
+                    e.route = route;
+                    true
+                }
+                Some(_) => false,
+                None => {
+                    devices.push(Entry {
+                        device: device.into(),
+                        route,
+                        revision: 0,
+                    });
+                    self.inner.devices.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+            });
+        };
+        let key = key_of(member, device);
+        let value = bytes::Bytes::from(route.encode());
+        // Compare-and-set against the revision we know: a record written
+        // meanwhile (a newer connection elsewhere) wins.
+        let written = match current {
+            Some((r, _)) if !ours_or_stale(&r) => return Ok(false),
+            Some((_, revision)) => store.update(&key, value, revision).await.ok(),
+            None => store.create(&key, value).await.ok(),
+        };
+        match written {
+            Some(revision) => {
+                self.insert_local(member, device, route, revision);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Removes a device's route if it still points at connection `conn` of

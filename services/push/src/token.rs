@@ -5,9 +5,10 @@
 //! an HMAC-SHA256 over those fields under a key shared by the token issuer
 //! and every edge node. Pure: the current time is passed in.
 //!
-//! Wire form: `tc1.<member>.<device>.<device_type>.<expires_unix_s>.<hmac hex>`.
-//! Names are 1 to 128 characters from `[A-Za-z0-9_-]`, so `.` never occurs
-//! inside a field.
+//! Wire form: `tc1.<member>.<device>.<device_type>.<topics>.<expires_unix_s>.<hmac hex>`
+//! where `<topics>` lists the broadcast topics the device may subscribe to,
+//! separated by `,` (empty: none). Names are 1 to 128 characters from
+//! `[A-Za-z0-9_-]`, so `.` and `,` never occur inside one.
 
 use std::fmt;
 use std::path::Path;
@@ -17,8 +18,10 @@ use sha2::Sha256;
 
 /// Prefix and version of the token format.
 const VERSION: &str = "tc1";
-/// Longest accepted token (four names of 128 bytes, a number and a MAC).
-pub const MAX_TOKEN_LEN: usize = 640;
+/// Longest accepted token.
+pub const MAX_TOKEN_LEN: usize = 2_048;
+/// Most topics in one token.
+pub const MAX_TOPICS: usize = 8;
 /// Longest member, device or device-type name.
 pub const MAX_NAME_LEN: usize = 128;
 /// The device type that may publish (`POST /v1/push`) instead of receive.
@@ -27,7 +30,7 @@ pub const PUBLISHER: &str = "publisher";
 /// Why a token or key was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not of the form `tc1.member.device.type.expiry.mac`.
+    /// Not of the form `tc1.member.device.type.topics.expiry.mac`.
     #[error("malformed token: {0}")]
     Malformed(&'static str),
     /// A field that is empty, too long or has characters outside `[A-Za-z0-9_-]`.
@@ -56,6 +59,8 @@ pub struct Claims {
     pub device: String,
     /// Device type (`tv`, `phone`, `browser`…, or [`PUBLISHER`]).
     pub device_type: String,
+    /// Broadcast topics the device may subscribe to.
+    pub topics: Vec<String>,
     /// Unix seconds after which the token is refused.
     pub expires_unix_s: u64,
 }
@@ -166,9 +171,19 @@ impl TokenKey {
                 return Err(TokenError::Name(what));
             }
         }
+        if claims.topics.len() > MAX_TOPICS {
+            return Err(TokenError::Malformed("more than 8 topics"));
+        }
+        if !claims.topics.iter().all(|t| valid_name(t)) {
+            return Err(TokenError::Name("topic"));
+        }
         let signed = format!(
-            "{VERSION}.{}.{}.{}.{}",
-            claims.member, claims.device, claims.device_type, claims.expires_unix_s
+            "{VERSION}.{}.{}.{}.{}.{}",
+            claims.member,
+            claims.device,
+            claims.device_type,
+            claims.topics.join(","),
+            claims.expires_unix_s
         );
         let tag = self.mac(&signed).finalize().into_bytes();
         Ok(format!("{signed}.{}", hex(&tag)))
@@ -193,14 +208,15 @@ impl TokenKey {
         if fields.next() != Some(VERSION) {
             return Err(TokenError::Malformed("does not start with tc1."));
         }
-        let (Some(member), Some(device), Some(device_type), Some(expiry), None) = (
+        let (Some(member), Some(device), Some(device_type), Some(topics), Some(expiry), None) = (
+            fields.next(),
             fields.next(),
             fields.next(),
             fields.next(),
             fields.next(),
             fields.next(),
         ) else {
-            return Err(TokenError::Malformed("expected 6 dot-separated fields"));
+            return Err(TokenError::Malformed("expected 7 dot-separated fields"));
         };
         self.mac(signed)
             .verify_slice(&tag)
@@ -222,10 +238,19 @@ impl TokenKey {
                 return Err(TokenError::Name(what));
             }
         }
+        let topics: Vec<String> = if topics.is_empty() {
+            Vec::new()
+        } else {
+            topics.split(',').map(str::to_owned).collect()
+        };
+        if topics.len() > MAX_TOPICS || !topics.iter().all(|t| valid_name(t)) {
+            return Err(TokenError::Name("topic"));
+        }
         Ok(Claims {
             member: member.to_owned(),
             device: device.to_owned(),
             device_type: device_type.to_owned(),
+            topics,
             expires_unix_s,
         })
     }
@@ -249,6 +274,7 @@ mod tests {
             member: "m1".into(),
             device: "tv-1".into(),
             device_type: "tv".into(),
+            topics: vec!["news".into(), "sports".into()],
             expires_unix_s: 1_000,
         }
     }
@@ -257,7 +283,7 @@ mod tests {
     fn issued_tokens_verify_until_they_expire() {
         let key = TokenKey::generate().unwrap();
         let t = key.issue(&claims()).unwrap();
-        assert!(t.starts_with("tc1.m1.tv-1.tv.1000."));
+        assert!(t.starts_with("tc1.m1.tv-1.tv.news,sports.1000."));
         assert_eq!(key.verify(&t, 999).unwrap(), claims());
         assert_eq!(key.verify(&t, 1_005), Err(TokenError::Expired { ago_s: 5 }));
         let other = TokenKey::generate().unwrap();
@@ -266,6 +292,15 @@ mod tests {
         assert_eq!(key.verify(&forged, 999), Err(TokenError::BadSignature));
         let later = t.replace(".1000.", ".9000.");
         assert_eq!(key.verify(&later, 999), Err(TokenError::BadSignature));
+        let more_topics = t.replace("news,sports", "news,sports,all");
+        assert_eq!(key.verify(&more_topics, 999), Err(TokenError::BadSignature));
+        let none = Claims {
+            topics: Vec::new(),
+            ..claims()
+        };
+        let t2 = key.issue(&none).unwrap();
+        assert!(t2.starts_with("tc1.m1.tv-1.tv..1000."));
+        assert_eq!(key.verify(&t2, 0).unwrap(), none);
         let round = TokenKey::from_hex(&key.to_hex()).unwrap();
         assert_eq!(round.verify(&t, 0).unwrap(), claims());
     }
@@ -280,7 +315,17 @@ mod tests {
         assert!(key.issue(&c).is_err());
         assert!(TokenKey::from_hex("abc").is_err());
         assert!(TokenKey::from_hex(&"g".repeat(64)).is_err());
-        for bad in ["", ".", "tc1", "x.y.z.w.1.00", &"a".repeat(700)] {
+        c.member = "m".into();
+        c.topics = vec!["a,b".into()];
+        assert_eq!(key.issue(&c), Err(TokenError::Name("topic")));
+        for bad in [
+            "",
+            ".",
+            "tc1",
+            "x.y.z.w.1.00",
+            "tc1.m.d.t.1.00",
+            &"a".repeat(3000),
+        ] {
             assert!(key.verify(bad, 0).is_err(), "{bad:?}");
         }
     }
