@@ -534,6 +534,26 @@ mod tests {
         assert!(r.register("m.x", "d", r.route(&a, &tv, 3)).await.is_err());
     }
 
+    #[tokio::test]
+    async fn renewals_restore_lost_records_but_never_overwrite_a_newer_route() {
+        let r = Registry::embedded(Duration::from_millis(300));
+        let (a, b, tv): (Arc<str>, Arc<str>, Arc<str>) = ("a".into(), "b".into(), "tv".into());
+        // Missing (lost in an outage): written again.
+        assert!(r.renew("m", "d", r.route(&a, &tv, 1)).await.unwrap());
+        assert_eq!(r.lookup("m", "d").unwrap().conn, 1);
+        // Its own record: renewed.
+        assert!(r.renew("m", "d", r.route(&a, &tv, 1)).await.unwrap());
+        // The device moved to b (a newer connection): a's renewal loses.
+        r.register("m", "d", r.route(&b, &tv, 7)).await.unwrap();
+        assert!(!r.renew("m", "d", r.route(&a, &tv, 1)).await.unwrap());
+        assert_eq!(r.lookup("m", "d").unwrap().node, b);
+        // b's record expired (b crashed) while a still holds a connection.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert!(r.renew("m", "d", r.route(&a, &tv, 1)).await.unwrap());
+        assert_eq!(r.lookup("m", "d").unwrap().node, a);
+        assert_eq!(r.len(), 1);
+    }
+
     #[test]
     fn route_values_round_trip_and_garbage_is_ignored() {
         let r = Route {
