@@ -666,14 +666,21 @@ impl Drop for Memcached {
     }
 }
 
-/// Spawns a service process (`timecard-counter serve …`, `timecard-notify
-/// serve …`) with stdout piped and waits for its first line, which names
-/// its gRPC address (`… gRPC ADDR …`); returns the child and that address.
+/// Spawns a service that announces its gRPC address on the first line of
+/// stdout (`… gRPC ADDR …`); the child and that address.
 ///
 /// # Panics
-///
-/// If the process cannot start or its first line names no address.
+/// If it cannot be spawned or does not announce an address.
 pub fn spawn_service(cmd: &mut Command) -> (Child, SocketAddr) {
+    spawn_announced(cmd, "gRPC")
+}
+
+/// Spawns a process that prints `… WORD ADDR …` as the first line of
+/// stdout (and nothing more there); the child and that address.
+///
+/// # Panics
+/// If it cannot be spawned or does not announce an address.
+pub fn spawn_announced(cmd: &mut Command, word: &str) -> (Child, SocketAddr) {
     use std::io::BufRead;
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -685,17 +692,17 @@ pub fn spawn_service(cmd: &mut Command) -> (Child, SocketAddr) {
     std::io::BufReader::new(stdout)
         .read_line(&mut line)
         .expect("read the first line");
-    let grpc = line
+    let addr = line
         .split_whitespace()
-        .skip_while(|w| *w != "gRPC")
+        .skip_while(|w| *w != word)
         .nth(1)
         .and_then(|a| a.parse().ok());
-    match grpc {
+    match addr {
         Some(addr) => (child, addr),
         None => {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("no gRPC address in the first line {line:?}")
+            panic!("no address after {word:?} in the first line {line:?}")
         }
     }
 }

@@ -79,19 +79,8 @@ async fn register_three(svc: &NotifyService, m: u64) -> push::edge::Attached {
         )
         .unwrap();
     }
-    let claims = push::token::Claims {
-        member,
-        device: "tv".into(),
-        device_type: "tv".into(),
-        topics: Vec::new(),
-        expires_unix_s: push::token::unix_now_s() + 3_600,
-    };
-    svc.edge()
-        .local()
-        .unwrap()
-        .attach(&claims, None)
-        .await
-        .unwrap()
+    let node = svc.edge().local().unwrap();
+    node.attach_local(&member, "tv", "tv").await.unwrap()
 }
 
 fn event(m: u64, kind: &str) -> IncomingEvent {

@@ -7,10 +7,9 @@
 //! is reported twice.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use eventlog::TimeSource;
@@ -50,32 +49,21 @@ fn push_binary() -> PathBuf {
 }
 
 fn start_edge(id: &str, key_file: &Path, nats: &str) -> Edge {
-    let mut child = Command::new(push_binary())
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--node-id",
-            id,
-            "--registry",
-            nats,
-        ])
-        .args(["--registry-ttl", "3s", "--key-file"])
-        .arg(key_file)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .skip_while(|w| *w != "listening")
-        .nth(1)
-        .unwrap_or_else(|| panic!("edge {id}: no address in {line:?}"))
-        .parse()
-        .unwrap();
+    let (child, addr) = eventlog::testkit::spawn_announced(
+        Command::new(push_binary())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--node-id",
+                id,
+                "--registry",
+                nats,
+            ])
+            .args(["--registry-ttl", "3s", "--key-file"])
+            .arg(key_file),
+        "listening",
+    );
     Edge { child, addr }
 }
 

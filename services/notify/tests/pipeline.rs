@@ -80,19 +80,8 @@ async fn edge_device(
     id: &str,
     t: DeviceType,
 ) -> push::edge::Attached {
-    let claims = push::token::Claims {
-        member: member.into(),
-        device: id.into(),
-        device_type: t.as_str().into(),
-        topics: Vec::new(),
-        expires_unix_s: push::token::unix_now_s() + 3_600,
-    };
-    svc.edge()
-        .local()
-        .unwrap()
-        .attach(&claims, None)
-        .await
-        .unwrap()
+    let node = svc.edge().local().unwrap();
+    node.attach_local(member, id, t.as_str()).await.unwrap()
 }
 
 fn processed(s: &NotifyService) -> u64 {

@@ -404,6 +404,28 @@ impl EdgeNode {
         Ok(attached)
     }
 
+    /// Attaches a device inside this process (no socket, no token: the
+    /// caller is trusted), e.g. a consumer in the same process, a test or a
+    /// benchmark; it reads its frames with [`Attached::recv`].
+    ///
+    /// # Errors
+    /// Bad names, draining, full, or the registry write failed.
+    pub async fn attach_local(
+        &self,
+        member: &str,
+        device: &str,
+        device_type: &str,
+    ) -> Result<Attached, Refused> {
+        let claims = Claims {
+            member: member.into(),
+            device: device.into(),
+            device_type: device_type.into(),
+            topics: Vec::new(),
+            expires_unix_s: u64::MAX,
+        };
+        self.attach(&claims, None).await
+    }
+
     /// Takes connection `conn` out of the table (if still there) and
     /// unregisters its route.
     fn detach(&self, member: &Arc<str>, device: &Arc<str>, conn: u64) {

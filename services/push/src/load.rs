@@ -114,7 +114,9 @@ pub struct LoadConfig {
     pub first: usize,
     /// Member name prefix.
     pub prefix: String,
-    /// Source addresses to spread the connections over.
+    /// Source addresses: connection `i` uses `sources[i % len]`; empty: the
+    /// address is picked by member number (`(first + i) / 25 000`), so
+    /// load processes with different `first` ranges never share one.
     pub sources: Vec<Ipv4Addr>,
     /// Key to mint the tokens with.
     pub key: TokenKey,
@@ -150,10 +152,15 @@ pub fn loopback_sources(n: usize) -> Vec<Ipv4Addr> {
         .collect()
 }
 
-/// Sources needed for `connections` (25 000 per address).
+/// Connections per loopback source address (the default ephemeral port
+/// range has about 28 000 ports).
+pub const PER_SOURCE: usize = 25_000;
+
+/// The source address of member number `n` when none are given.
 #[must_use]
-pub fn sources_for(connections: usize) -> usize {
-    connections.div_ceil(25_000).max(1)
+pub fn source_for_member(n: usize) -> Ipv4Addr {
+    let block = n / PER_SOURCE;
+    loopback_sources(block + 1)[block]
 }
 
 fn now_ns() -> i64 {
@@ -194,7 +201,11 @@ pub async fn open(config: LoadConfig, stats: Arc<LoadStats>) {
             stats.failed.fetch_add(1, Ordering::Relaxed);
             continue;
         };
-        let source = config.sources[i % config.sources.len()];
+        let source = if config.sources.is_empty() {
+            source_for_member(n)
+        } else {
+            config.sources[i % config.sources.len()]
+        };
         let (target, topic, stats) = (config.target, config.topic.clone(), stats.clone());
         tokio::spawn(async move {
             match connect(source, target, &token, topic.as_deref()).await {
@@ -204,8 +215,11 @@ pub async fn open(config: LoadConfig, stats: Arc<LoadStats>) {
                 }
                 Err(e) => {
                     drop(permit);
-                    tracing::debug!("load connection failed: {e}");
-                    stats.failed.fetch_add(1, Ordering::Relaxed);
+                    if stats.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                        tracing::warn!(
+                            "load connection failed (first failure; others counted): {e}"
+                        );
+                    }
                 }
             }
         });
@@ -296,7 +310,10 @@ mod tests {
         let s = loopback_sources(300);
         assert_eq!(s[0], Ipv4Addr::new(127, 0, 0, 1));
         assert!(s.iter().all(|a| a.octets()[3] != 0 && a.octets()[3] != 255));
-        assert_eq!(sources_for(200_000), 8);
+        assert_eq!(source_for_member(0), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(source_for_member(24_999), Ipv4Addr::new(127, 0, 0, 1));
+        assert_eq!(source_for_member(25_000), Ipv4Addr::new(127, 0, 0, 2));
+        assert_eq!(source_for_member(199_999), Ipv4Addr::new(127, 0, 0, 8));
         assert_eq!(
             sent_ns(r#"{"type":"push","id":0,"kind":"k","durable":false,"sent_ns":123,"body":{}}"#),
             Some(123)

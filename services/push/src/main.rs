@@ -123,7 +123,9 @@ struct LoadArgs {
     /// Member name prefix.
     #[arg(long, default_value = "load")]
     prefix: String,
-    /// Loopback source addresses to use (default: one per 25 000 connections).
+    /// Loopback source addresses to spread over, round robin (default: by
+    /// member number, one address per 25 000 members, so processes with
+    /// different --first ranges use different addresses).
     #[arg(long)]
     sources: Option<usize>,
     /// File with the token key.
@@ -310,10 +312,10 @@ async fn load(args: LoadArgs) -> Result<()> {
         connections: args.connections,
         first: args.first,
         prefix: args.prefix,
-        sources: push::load::loopback_sources(
-            args.sources
-                .unwrap_or_else(|| push::load::sources_for(args.connections)),
-        ),
+        sources: args
+            .sources
+            .map(push::load::loopback_sources)
+            .unwrap_or_default(),
         key: TokenKey::from_file(&args.key_file)?,
         topic: args.topic,
         concurrency: args.concurrency,

@@ -81,25 +81,13 @@ fn python_with_websockets() -> PathBuf {
 
 /// Starts `timecard-push serve`; returns it and its address.
 fn serve(key_file: &Path, extra: &[&str]) -> (Proc, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_timecard-push"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--key-file"])
-        .arg(key_file)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .skip_while(|w| *w != "listening")
-        .nth(1)
-        .unwrap_or_else(|| panic!("no address in {line:?}"))
-        .parse()
-        .unwrap();
+    let (child, addr) = eventlog::testkit::spawn_announced(
+        Command::new(env!("CARGO_BIN_EXE_timecard-push"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--key-file"])
+            .arg(key_file)
+            .args(extra),
+        "listening",
+    );
     (Proc(child), addr)
 }
 
