@@ -217,26 +217,39 @@ impl Default for InitOptions {
 
 #[derive(Debug, Default)]
 struct Continuity {
-    last: Option<(i64, i64)>,
+    /// The previous read: host monotonic just before its latch request and
+    /// just after it completed, and the card time latched in between.
+    last: Option<(i64, i64, i64)>,
     suspect_since: Option<i64>,
 }
 
 impl Continuity {
-    /// Checks `card` at host monotonic `mono` against the previous read.
-    fn check(&mut self, mono: i64, card: i64) -> Result<(), i64> {
-        if let Some((m0, c0)) = self.last {
-            let dt = mono - m0;
-            if (0..10 * NS_PER_S).contains(&dt) {
-                let dev = card - (c0 + dt);
-                if dev.abs() > JUMP_TOLERANCE_NS + dt / JUMP_TOLERANCE_RATE {
-                    let since = *self.suspect_since.get_or_insert(mono);
-                    if mono - since < JUMP_ACCEPT_AFTER_NS {
+    /// Checks `card`, latched between host monotonic `pre` and `post`,
+    /// against the previous read. Both latches are only known to lie
+    /// within their brackets, so a reader that was preempted around its
+    /// latch widens the window instead of looking like a jump.
+    fn check(&mut self, pre: i64, post: i64, card: i64) -> Result<(), i64> {
+        if let Some((p0, q0, c0)) = self.last {
+            let (shortest, longest) = (pre - q0, post - p0);
+            if (0..10 * NS_PER_S).contains(&longest) {
+                let tolerance = JUMP_TOLERANCE_NS + longest / JUMP_TOLERANCE_RATE;
+                let elapsed = card - c0;
+                let dev = if elapsed < shortest - tolerance {
+                    elapsed - shortest
+                } else if elapsed > longest + tolerance {
+                    elapsed - longest
+                } else {
+                    0
+                };
+                if dev != 0 {
+                    let since = *self.suspect_since.get_or_insert(post);
+                    if post - since < JUMP_ACCEPT_AFTER_NS {
                         return Err(dev);
                     }
                 }
             }
         }
-        self.last = Some((mono, card));
+        self.last = Some((pre, post, card));
         self.suspect_since = None;
         Ok(())
     }
@@ -428,6 +441,7 @@ impl TimeCard {
     /// [`Self::read_time`] with the clock lock already held.
     fn read_time_locked(&self) -> Result<TimeReading> {
         let pre = self.host.realtime_ns();
+        let mono_pre = self.host.monotonic_ns();
         self.wr(
             self.clk(clock::CTRL),
             clock::CTRL_READ_TIME_REQ | clock::CTRL_ENABLE,
@@ -454,7 +468,7 @@ impl TimeCard {
         self.continuity
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .check(mono, card)
+            .check(mono_pre, mono, card)
             .map_err(|jump_ns| CardError::TimeJump { jump_ns })?;
         Ok(TimeReading {
             card_tai_ns: card,
@@ -926,16 +940,35 @@ mod tests {
     #[test]
     fn continuity_accepts_steady_time_and_flags_jumps() {
         let mut c = Continuity::default();
-        assert!(c.check(0, 1000).is_ok());
+        let at = |c: &mut Continuity, mono: i64, card: i64| c.check(mono, mono, card);
+        assert!(at(&mut c, 0, 1000).is_ok());
         assert!(
-            c.check(NS_PER_S, NS_PER_S + 1000 + 50_000).is_ok(),
+            at(&mut c, NS_PER_S, NS_PER_S + 1000 + 50_000).is_ok(),
             "50 µs within tolerance"
         );
-        let jump = c.check(2 * NS_PER_S, 7 * NS_PER_S).unwrap_err();
+        let jump = at(&mut c, 2 * NS_PER_S, 7 * NS_PER_S).unwrap_err();
         assert!((jump - 5 * NS_PER_S).abs() < 100_000);
         // Persisting for 3 s makes it the new timeline.
-        assert!(c.check(3 * NS_PER_S, 8 * NS_PER_S).is_err());
-        assert!(c.check(5 * NS_PER_S + 1, 10 * NS_PER_S).is_ok());
-        assert!(c.check(6 * NS_PER_S + 1, 11 * NS_PER_S).is_ok());
+        assert!(at(&mut c, 3 * NS_PER_S, 8 * NS_PER_S).is_err());
+        assert!(at(&mut c, 5 * NS_PER_S + 1, 10 * NS_PER_S).is_ok());
+        assert!(at(&mut c, 6 * NS_PER_S + 1, 11 * NS_PER_S).is_ok());
+    }
+
+    #[test]
+    fn a_reader_preempted_around_its_latch_is_not_a_jump() {
+        let mut c = Continuity::default();
+        assert!(c.check(0, 10_000, 0).is_ok());
+        // Latched right after `pre`, then 20 ms off the CPU before `post`:
+        // the card moved 1 ms while `post` moved 21 ms.
+        assert!(c.check(1_000_000, 21_000_000, 1_000_000).is_ok());
+        // The same 20 ms gap with no bracket to explain it is a jump.
+        let mut d = Continuity::default();
+        assert!(d.check(0, 0, 0).is_ok());
+        assert!(d.check(21_000_000, 21_000_000, 1_000_000).is_err());
+        // A 5 s step is still caught however wide the bracket.
+        assert!(
+            c.check(1_100_000_000, 1_150_000_000, 6_100_000_000)
+                .is_err()
+        );
     }
 }
