@@ -1,0 +1,353 @@
+//! The capture tap: a layer in a service's HTTP request path that copies
+//! each exchange (request, response, TrueTime at arrival and departure,
+//! lineage) into a bounded buffer; a background task hands batches to a
+//! [`CaptureSink`] (the capture stream).
+//!
+//! It never blocks or fails the primary request: a full buffer, a sink
+//! that is down or slow, a body too large to copy, or a streaming response
+//! (Server-Sent Events, WebSocket upgrades) means the exchange is not
+//! captured, and is counted. A body is only copied when its exact length
+//! is known and fits; otherwise it passes through untouched.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use eventlog::TimeSource;
+use tokio::sync::mpsc;
+
+use crate::record::{
+    Exchange, Interval, Lineage, Request as CapturedRequest, Response as CapturedResponse,
+    SCHEMA_VERSION,
+};
+
+/// Where captured exchanges go (an event log, a stream…).
+pub trait CaptureSink: Send + 'static {
+    /// Writes a batch; an error drops the batch (counted), never retried
+    /// into the request path.
+    fn write(
+        &mut self,
+        batch: Vec<Exchange>,
+    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+}
+
+/// Counters of a tap.
+#[derive(Debug, Default)]
+pub struct TapStats {
+    /// Exchanges queued for the sink.
+    pub captured: AtomicU64,
+    /// Not captured: the buffer was full.
+    pub dropped_full: AtomicU64,
+    /// Not captured: a body was too large or the response streams.
+    pub skipped: AtomicU64,
+    /// Written by the sink.
+    pub written: AtomicU64,
+    /// Lost because the sink failed.
+    pub sink_errors: AtomicU64,
+}
+
+/// The tap (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct CaptureTap {
+    tx: mpsc::Sender<Exchange>,
+    stats: Arc<TapStats>,
+    lineage: Arc<Lineage>,
+    clock: TimeSource,
+    max_body: usize,
+}
+
+impl CaptureTap {
+    /// A tap with a buffer of `capacity` exchanges, writing to `sink` in
+    /// batches of up to 256 from a task on the current runtime; bodies up to
+    /// `max_body` bytes are copied.
+    pub fn start(
+        mut sink: impl CaptureSink,
+        capacity: usize,
+        max_body: usize,
+        lineage: Lineage,
+        clock: TimeSource,
+    ) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Exchange>(capacity.max(1));
+        let stats = Arc::new(TapStats::default());
+        let writer_stats = stats.clone();
+        tokio::spawn(async move {
+            let mut batch = Vec::with_capacity(256);
+            while rx.recv_many(&mut batch, 256).await > 0 {
+                let n = batch.len() as u64;
+                match sink.write(std::mem::take(&mut batch)).await {
+                    Ok(()) => writer_stats.written.fetch_add(n, Ordering::Relaxed),
+                    Err(e) => {
+                        tracing::debug!("capture sink: {e}");
+                        writer_stats.sink_errors.fetch_add(n, Ordering::Relaxed)
+                    }
+                };
+            }
+        });
+        Self {
+            tx,
+            stats,
+            lineage: Arc::new(lineage),
+            clock,
+            max_body,
+        }
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> &TapStats {
+        &self.stats
+    }
+
+    fn stamp(&self) -> Interval {
+        self.clock.now().map_or(Interval::default(), |t| Interval {
+            earliest_ns: t.earliest_ns,
+            latest_ns: t.latest_ns,
+        })
+    }
+
+    fn skip(&self) {
+        self.stats.skipped.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn offer(&self, exchange: Exchange) {
+        match self.tx.try_send(exchange) {
+            Ok(()) => self.stats.captured.fetch_add(1, Ordering::Relaxed),
+            Err(_) => self.stats.dropped_full.fetch_add(1, Ordering::Relaxed),
+        };
+    }
+}
+
+/// Whether a body is known to be at most `max` bytes (an exact size hint:
+/// a streaming body of unknown length is not copied).
+fn fits(body: &Body, max: usize) -> bool {
+    use axum::body::HttpBody as _;
+    body.size_hint().exact().is_some_and(|n| n <= max as u64)
+}
+
+/// The middleware: `router.layer(axum::middleware::from_fn_with_state(tap, replay::tap::capture))`.
+pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next) -> Response {
+    let started = tap.stamp();
+    let upgrade = request.headers().contains_key(header::UPGRADE);
+    if upgrade || !fits(request.body(), tap.max_body) {
+        tap.skip();
+        return next.run(request).await;
+    }
+    let endpoint = request.extensions().get::<MatchedPath>().map_or_else(
+        || request.uri().path().to_owned(),
+        |m| m.as_str().to_owned(),
+    );
+    let (parts, body) = request.into_parts();
+    // Bounded by the Content-Length check above.
+    let Ok(bytes) = axum::body::to_bytes(body, tap.max_body).await else {
+        tap.skip();
+        return Response::builder()
+            .status(axum::http::StatusCode::BAD_REQUEST)
+            .body(Body::from("request body could not be read"))
+            .unwrap_or_default();
+    };
+    let captured_request = CapturedRequest {
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string),
+        endpoint,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    };
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if streaming || !fits(response.body(), tap.max_body) {
+        tap.skip();
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, tap.max_body).await else {
+        // The body said it fits; a failing body is the service's error.
+        tap.skip();
+        return Response::from_parts(parts, Body::empty());
+    };
+    tap.offer(Exchange {
+        schema: SCHEMA_VERSION,
+        id: format!("{:032x}", eventlog::envelope::random_u128()),
+        request: captured_request,
+        response: CapturedResponse {
+            status: parts.status.as_u16(),
+            body: String::from_utf8_lossy(&bytes).into_owned(),
+        },
+        started,
+        finished: tap.stamp(),
+        lineage: (*tap.lineage).clone(),
+    });
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::routing::{get, post};
+    use tower::ServiceExt;
+
+    /// A sink that keeps what it gets, fails, or hangs.
+    #[derive(Clone, Default)]
+    struct Memory {
+        got: Arc<std::sync::Mutex<Vec<Exchange>>>,
+        fail: bool,
+        hang: bool,
+    }
+
+    impl CaptureSink for Memory {
+        async fn write(&mut self, batch: Vec<Exchange>) -> Result<(), String> {
+            if self.hang {
+                std::future::pending::<()>().await;
+            }
+            if self.fail {
+                return Err("sink down".into());
+            }
+            self.got.lock().unwrap().extend(batch);
+            Ok(())
+        }
+    }
+
+    fn app(tap: CaptureTap) -> Router {
+        Router::new()
+            .route(
+                "/v1/echo/{x}",
+                post(|body: String| async move { format!("{{\"echo\":{body}}}") }),
+            )
+            .route(
+                "/v1/stream",
+                get(|| async { ([(header::CONTENT_TYPE, "text/event-stream")], "data: 1\n\n") }),
+            )
+            .layer(axum::middleware::from_fn_with_state(tap, capture))
+    }
+
+    fn lineage() -> Lineage {
+        Lineage {
+            service: "test".into(),
+            version: "1".into(),
+            ..Lineage::default()
+        }
+    }
+
+    async fn call(app: &Router, method: &str, path: &str, body: &str) -> (u16, String) {
+        let r = app
+            .clone()
+            .oneshot(
+                Request::builder()
+                    .method(method)
+                    .uri(path)
+                    .body(Body::from(body.to_owned()))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let bytes = axum::body::to_bytes(r.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    async fn settle(tap: &CaptureTap, written: u64) {
+        for _ in 0..200 {
+            let s = tap.stats();
+            if s.written.load(Ordering::Relaxed) + s.sink_errors.load(Ordering::Relaxed) >= written
+            {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn exchanges_are_captured_and_the_primary_answer_is_unchanged() {
+        let sink = Memory::default();
+        let tap = CaptureTap::start(sink.clone(), 16, 1024, lineage(), TimeSource::system(1_000));
+        let app = app(tap.clone());
+        assert_eq!(
+            call(&app, "POST", "/v1/echo/7?a=b", "[1,2]").await,
+            (200, r#"{"echo":[1,2]}"#.into())
+        );
+        // Too large to copy: passes through whole, not captured.
+        let big = format!("\"{}\"", "x".repeat(2_000));
+        let (status, body) = call(&app, "POST", "/v1/echo/8", &big).await;
+        assert_eq!((status, body.len()), (200, big.len() + 9));
+        // A stream is not buffered.
+        assert_eq!(
+            call(&app, "GET", "/v1/stream", "").await,
+            (200, "data: 1\n\n".into())
+        );
+        settle(&tap, 1).await;
+        let got = sink.got.lock().unwrap().clone();
+        assert_eq!(got.len(), 1);
+        let e = &got[0];
+        assert_eq!(
+            (e.request.method.as_str(), e.request.path.as_str()),
+            ("POST", "/v1/echo/7?a=b")
+        );
+        assert_eq!(e.request.endpoint, "/v1/echo/{x}");
+        assert_eq!((e.request.body.as_str(), e.response.status), ("[1,2]", 200));
+        assert_eq!(e.response.body, r#"{"echo":[1,2]}"#);
+        assert!(e.started.earliest_ns > 0 && e.finished.latest_ns >= e.started.earliest_ns);
+        assert_eq!(e.lineage.service, "test");
+        assert_eq!(Exchange::decode(&e.encode()).unwrap(), *e);
+        assert_eq!(tap.stats().skipped.load(Ordering::Relaxed), 2);
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_or_a_failing_sink_drops_and_counts_never_fails_the_request() {
+        let sink = Memory {
+            fail: true,
+            ..Memory::default()
+        };
+        let tap = CaptureTap::start(sink, 1, 1024, lineage(), TimeSource::system(1_000));
+        let app = app(tap.clone());
+        for i in 0..200 {
+            let (status, body) = call(&app, "POST", "/v1/echo/1", &i.to_string()).await;
+            assert_eq!((status, body), (200, format!(r#"{{"echo":{i}}}"#)));
+        }
+        let s = tap.stats();
+        let (captured, dropped) = (
+            s.captured.load(Ordering::Relaxed),
+            s.dropped_full.load(Ordering::Relaxed),
+        );
+        assert_eq!(captured + dropped, 200);
+        settle(&tap, captured).await;
+        assert_eq!(s.sink_errors.load(Ordering::Relaxed), captured);
+        assert_eq!(s.written.load(Ordering::Relaxed), 0);
+
+        // A sink that hangs: the buffer fills, the rest is dropped, every
+        // request still answered at once.
+        let hung = Memory {
+            hang: true,
+            ..Memory::default()
+        };
+        let tap = CaptureTap::start(hung, 4, 1024, lineage(), TimeSource::system(1_000));
+        let hung_app = super::tests::app(tap.clone());
+        let started = std::time::Instant::now();
+        for i in 0..200 {
+            assert_eq!(
+                call(&hung_app, "POST", "/v1/echo/1", &i.to_string())
+                    .await
+                    .0,
+                200
+            );
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+        let s = tap.stats();
+        // At most one buffer's worth taken by the stuck writer plus a full buffer.
+        let captured = s.captured.load(Ordering::Relaxed);
+        assert!(captured <= 8, "{s:?}");
+        assert_eq!(s.dropped_full.load(Ordering::Relaxed), 200 - captured);
+    }
+}
