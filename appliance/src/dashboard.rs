@@ -245,13 +245,6 @@ impl Sampler {
     }
 }
 
-/// Unix time now, ns.
-fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
-}
-
 /// Broadcasts a snapshot every [`PERIOD`] while anyone is connected.
 async fn broadcast_snapshots(node: EdgeNode, mut sampler: Sampler) {
     let mut tick = tokio::time::interval(PERIOD);
@@ -274,7 +267,7 @@ async fn broadcast_snapshots(node: EdgeNode, mut sampler: Sampler) {
             id: 0,
             kind: TOPIC.into(),
             durable: false,
-            sent_ns: unix_now_ns(),
+            sent_ns: push::frame::unix_now_ns(),
             body,
         });
         node.broadcast(TOPIC, &frame.encode());
@@ -288,19 +281,14 @@ async fn broadcast_snapshots(node: EdgeNode, mut sampler: Sampler) {
 /// No randomness for the token key, or the server could not listen.
 pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
     let key = TokenKey::generate().context("generating the dashboard's token key")?;
-    let registry = Registry::embedded(REGISTRY_TTL);
-    let node = EdgeNode::new(
-        EdgeConfig {
-            node_id: "dashboard".into(),
-            heartbeat: Duration::from_secs(15),
-            // Tell viewers to reconnect promptly when `up` stops.
-            drain_period: Duration::from_millis(200),
-            max_connections: 1_000,
-            ..EdgeConfig::default()
-        },
-        key.clone(),
-        registry.clone(),
-    )?;
+    let config = EdgeConfig {
+        node_id: "dashboard".into(),
+        heartbeat: Duration::from_secs(15),
+        // Tell viewers to reconnect promptly when `up` stops.
+        drain_period: Duration::from_millis(200),
+        max_connections: 1_000,
+        ..EdgeConfig::default()
+    };
     let (runtime, listener, fallback) = start_service("dashboard", |rt, ephemeral| {
         let mut at = addr;
         if ephemeral {
@@ -312,6 +300,15 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
     let bound = listener
         .local_addr()
         .context("the dashboard's listening address")?;
+    let processor = runtime.block_on(Processor::hosting(
+        config,
+        key.clone(),
+        Registry::embedded(REGISTRY_TTL),
+    ))?;
+    let node = processor
+        .local()
+        .cloned()
+        .context("the dashboard's edge node")?;
     let viewers = Arc::new(Viewers {
         key,
         next: AtomicU64::new(1),
@@ -320,11 +317,7 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
         .route("/", get(page))
         .route("/token", get(token))
         .with_state(viewers)
-        .merge(push::http::router(Processor::new(
-            registry,
-            Some(node.clone()),
-            None,
-        )));
+        .merge(push::http::router(processor));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let write_timeout = node.config().write_timeout;
     runtime.spawn(async move {
@@ -339,10 +332,6 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
             tracing::error!(error = %e, "dashboard server");
         }
     });
-    let refresh = {
-        let _entered = runtime.enter();
-        node.spawn_refresh()
-    };
     let sampler = runtime.spawn(broadcast_snapshots(
         node.clone(),
         Sampler {
@@ -373,7 +362,6 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
                 // Viewers are told to reconnect (they retry with backoff).
                 let _ = tokio::time::timeout(DRAIN_TIMEOUT, node.drain()).await;
             });
-            refresh.abort();
             // The server stops taking connections; the runtime's shutdown ends the rest.
             let _ = stop_tx.send(true);
         }),

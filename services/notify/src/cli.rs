@@ -13,7 +13,7 @@ use eventlog::TimeSource;
 use eventlog::args::ServiceArgs;
 use eventlog::backend::Backend;
 use outbound::{ApnsConfig, BulkheadConfig, FcmConfig};
-use push::edge::{EdgeConfig, EdgeNode};
+use push::edge::EdgeConfig;
 use push::processor::Processor;
 use push::registry::Registry;
 use push::token::TokenKey;
@@ -334,29 +334,19 @@ async fn start_edge(
 ) -> anyhow::Result<(Processor, PathBuf)> {
     let (key, key_path) = push_key(args, backend)?;
     let ttl = Duration::from_secs(30);
-    let nats = backend.nats_client().cloned();
-    let registry = match &nats {
+    let registry = match backend.nats_client() {
         Some(client) => Registry::nats(client, push::registry::DEFAULT_BUCKET, ttl, 1).await?,
         None => Registry::embedded(ttl),
     };
-    let node = EdgeNode::new(
-        EdgeConfig {
-            node_id: args
-                .push_node
-                .clone()
-                .unwrap_or_else(|| push::edge::default_node_id("notify", http_port)),
-            drain_period: Duration::from_secs(1),
-            ..EdgeConfig::default()
-        },
-        key,
-        registry.clone(),
-    )?;
-    node.spawn_refresh();
-    let processor = Processor::new(registry, Some(node), nats.clone());
-    if nats.is_some() {
-        processor.serve_forwarded().await?;
-    }
-    Ok((processor, key_path))
+    let config = EdgeConfig {
+        node_id: args
+            .push_node
+            .clone()
+            .unwrap_or_else(|| push::edge::default_node_id("notify", http_port)),
+        drain_period: Duration::from_secs(1),
+        ..EdgeConfig::default()
+    };
+    Ok((Processor::hosting(config, key, registry).await?, key_path))
 }
 
 /// Starts the pipeline with TrueTime from `clock` and serves it.

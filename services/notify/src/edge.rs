@@ -31,7 +31,7 @@ impl EdgeRouter {
             id: push.notification_id,
             kind: push.kind.to_string(),
             durable: true,
-            sent_ns: unix_now_ns(),
+            sent_ns: push::frame::unix_now_ns(),
             body,
         })
         .encode();
@@ -46,12 +46,6 @@ impl EdgeRouter {
             Err(SendError::Rejected("device no longer connected".into()))
         }
     }
-}
-
-fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Adapter for EdgeRouter {

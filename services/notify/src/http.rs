@@ -375,7 +375,7 @@ pub async fn serve(
     let timeout = svc
         .edge()
         .local()
-        .map_or(std::time::Duration::from_secs(10), |n| {
+        .map_or(push::edge::EdgeConfig::default().write_timeout, |n| {
             n.config().write_timeout
         });
     let listener = push::net::TimeoutListener::new(listener, timeout);

@@ -426,7 +426,7 @@ impl NotifyService {
         let registry = Registry::new(config.registry_ttl, config.max_devices);
         let edge = match &config.edge {
             Some(p) => p.clone(),
-            None => in_process_edge()?,
+            None => in_process_edge().await?,
         };
         let apns = match &config.providers.apns {
             Some(c) => Some(start_bulkhead(
@@ -1116,20 +1116,16 @@ impl NotifyService {
 
 /// An edge node in this process with an embedded registry and a fresh key
 /// (tests, benchmarks, and services not given an edge).
-fn in_process_edge() -> Result<push::processor::Processor, NotifyError> {
-    let registry = push::registry::Registry::embedded(Duration::from_secs(30));
+async fn in_process_edge() -> Result<push::processor::Processor, NotifyError> {
     let key = push::token::TokenKey::generate().map_err(|e| NotifyError::Config(e.to_string()))?;
-    let node = push::edge::EdgeNode::new(
-        push::edge::EdgeConfig {
-            node_id: "notify".into(),
-            ..Default::default()
-        },
-        key,
-        registry.clone(),
-    )
-    .map_err(|e| NotifyError::Config(e.to_string()))?;
-    node.spawn_refresh();
-    Ok(push::processor::Processor::new(registry, Some(node), None))
+    let config = push::edge::EdgeConfig {
+        node_id: "notify".into(),
+        ..Default::default()
+    };
+    let registry = push::registry::Registry::embedded(Duration::from_secs(30));
+    push::processor::Processor::hosting(config, key, registry)
+        .await
+        .map_err(|e| NotifyError::Config(e.to_string()))
 }
 
 async fn reconciler(service: std::sync::Weak<NotifyService>) {

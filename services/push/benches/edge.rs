@@ -76,12 +76,6 @@ fn opts() -> Opts {
     }
 }
 
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 /// A child that dies with this process (the thread that spawned it: only
 /// the main thread spawns).
 fn spawn(mut cmd: Command) -> Child {
@@ -594,7 +588,11 @@ fn baseline(key: &TokenKey, n: usize, rounds: u64, unicast_conns: usize) -> Base
         let t = Instant::now();
         let mut got = 0u64;
         for r in 0..rounds {
-            let frame = push_frame("bench", format!("{{\"round\":{r}}}"), now_ns());
+            let frame = push_frame(
+                "bench",
+                format!("{{\"round\":{r}}}"),
+                push::frame::unix_now_ns(),
+            );
             node.broadcast("all", &frame);
             for c in &mut conns {
                 while c.try_recv().is_some() {
@@ -616,7 +614,11 @@ fn baseline(key: &TokenKey, n: usize, rounds: u64, unicast_conns: usize) -> Base
         for _ in 0..total / BATCH {
             for k in 0..BATCH {
                 let m = rng.below(members);
-                let frame = push_frame("bench", format!("{{\"k\":{k}}}"), now_ns());
+                let frame = push_frame(
+                    "bench",
+                    format!("{{\"k\":{k}}}"),
+                    push::frame::unix_now_ns(),
+                );
                 delivered += processor
                     .unicast(&format!("m{m}"), None, &frame)
                     .await
@@ -677,7 +679,7 @@ fn post_unicast(
     let posted = Arc::new(AtomicU64::new(0));
     let local = Arc::new(AtomicU64::new(0));
     let t0 = Instant::now();
-    let unix0 = now_ns();
+    let unix0 = push::frame::unix_now_ns();
     let interval = rate.map(|r| Duration::from_secs_f64(BATCH as f64 / r as f64));
     let batches = interval.map(|i| (dur.as_secs_f64() / i.as_secs_f64()) as u64);
     let handles: Vec<_> = (0..threads)
@@ -704,7 +706,7 @@ fn post_unicast(
                             if t0.elapsed() >= dur {
                                 break;
                             }
-                            now_ns()
+                            push::frame::unix_now_ns()
                         }
                     };
                     let mut body = String::with_capacity(BATCH * 80);
@@ -1025,7 +1027,7 @@ fn held_phase(dir: &Path, key: &Path, publisher: &str, o: &Opts, start: Instant)
                 std::thread::sleep(w);
             }
             last_post = t0.elapsed().as_secs_f64();
-            queued += broadcast_round(&admins, publisher, r, now_ns());
+            queued += broadcast_round(&admins, publisher, r, push::frame::unix_now_ns());
         }
         let agg = wait_received(
             &fleet.workers,
@@ -1054,7 +1056,7 @@ fn held_phase(dir: &Path, key: &Path, publisher: &str, o: &Opts, start: Instant)
     if start.elapsed() < BUDGET {
         reset_all(&mut fleet.workers);
         let cpu0 = cpu_split(&fleet);
-        let sent = now_ns();
+        let sent = push::frame::unix_now_ns();
         let handles: Vec<_> = admins
             .iter()
             .map(|&a| {

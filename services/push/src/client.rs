@@ -140,8 +140,7 @@ pub fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
         .saturating_mul(1u32 << attempt.min(20))
         .min(max)
         .max(min);
-    let r = (eventlog::envelope::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64;
-    min + (cap - min).mul_f64(r)
+    min + (cap - min).mul_f64(crate::unit_random())
 }
 
 /// Runs the client until `events` is closed.

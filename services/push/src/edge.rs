@@ -180,18 +180,6 @@ impl Attached {
             })
             .collect()
     }
-
-    /// The `hello` frame.
-    #[must_use]
-    pub fn hello(&self) -> &Encoded {
-        &self.hello
-    }
-
-    /// This connection's id.
-    #[must_use]
-    pub fn conn(&self) -> u64 {
-        self.conn
-    }
 }
 
 impl Drop for Attached {
@@ -222,10 +210,6 @@ pub fn default_node_id(prefix: &str, port: u16) -> String {
     } else {
         format!("{prefix}-{host}-{port}")
     }
-}
-
-fn jitter_fraction() -> f64 {
-    (eventlog::envelope::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
 }
 
 impl EdgeNode {
@@ -312,11 +296,7 @@ impl EdgeNode {
     }
 
     fn shard(&self, member: &str) -> &RwLock<Shard> {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in member.bytes() {
-            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-        }
-        &self.inner.shards[(h % SHARDS as u64) as usize]
+        &self.inner.shards[crate::shard_index(member, SHARDS)]
     }
 
     /// Accepts an authenticated device: puts it in the table (replacing an
@@ -357,7 +337,7 @@ impl EdgeNode {
         let lifetime = inner
             .config
             .max_lifetime
-            .mul_f64(0.75 + 0.25 * jitter_fraction());
+            .mul_f64(0.75 + 0.25 * crate::unit_random());
         let attached = Attached {
             node: self.clone(),
             member: member.clone(),
@@ -374,10 +354,7 @@ impl EdgeNode {
             .encode(),
         };
         {
-            let mut shard = self
-                .shard(&member)
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut shard = crate::write(self.shard(&member));
             let conns = shard.entry(member.clone()).or_default();
             if let Some(old) = conns.iter().position(|c| c.device == device) {
                 // The device connected again here: the old connection is
@@ -450,10 +427,7 @@ impl EdgeNode {
     /// Removes a member's connections matching `which`; their devices and
     /// connection ids.
     fn remove_conns(&self, member: &str, which: impl Fn(&Conn) -> bool) -> Vec<(Arc<str>, u64)> {
-        let mut shard = self
-            .shard(member)
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shard = crate::write(self.shard(member));
         let Some(conns) = shard.get_mut(member) else {
             return Vec::new();
         };
@@ -486,10 +460,7 @@ impl EdgeNode {
         let (mut sent, mut matched) = (0, 0);
         let mut slow = Vec::new();
         {
-            let shard = self
-                .shard(member)
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let shard = crate::read(self.shard(member));
             if let Some(conns) = shard.get(member) {
                 for c in conns.iter().filter(|c| which(c)) {
                     matched += 1;
@@ -538,9 +509,7 @@ impl EdgeNode {
         for shard in &self.inner.shards {
             let mut slow: Vec<(Arc<str>, u64)> = Vec::new();
             {
-                let shard = shard
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let shard = crate::read(shard);
                 for (member, conns) in shard.iter() {
                     for c in conns.iter().filter(|c| c.topic.as_deref() == Some(topic)) {
                         match c.tx.try_send(frame.clone()) {
@@ -565,9 +534,7 @@ impl EdgeNode {
     fn snapshot(&self) -> Vec<ConnRef> {
         let mut all = Vec::with_capacity(self.connections() as usize);
         for shard in &self.inner.shards {
-            let shard = shard
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let shard = crate::read(shard);
             for (member, conns) in shard.iter() {
                 all.extend(conns.iter().map(|c| {
                     (
@@ -584,9 +551,7 @@ impl EdgeNode {
 
     /// Whether connection `conn` of a member is in the table.
     fn holds(&self, member: &str, conn: u64) -> bool {
-        self.shard(member)
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::read(self.shard(member))
             .get(member)
             .is_some_and(|cs| cs.iter().any(|c| c.conn == conn))
     }

@@ -18,6 +18,14 @@ use serde_json::value::RawValue;
 /// refuse to read more.
 pub const MAX_FRAME: usize = 64 * 1024;
 
+/// Unix time now on the system clock, ns (what [`Message::sent_ns`] holds).
+#[must_use]
+pub fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
 /// One message pushed to devices.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Message {

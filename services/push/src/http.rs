@@ -185,12 +185,6 @@ impl PublishBody {
     }
 }
 
-fn unix_now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
-}
-
 async fn publish_one(p: &Processor, m: Publish) -> serde_json::Value {
     let target = match (&m.member, &m.topic) {
         (Some(member), None) if crate::token::valid_name(member) => Ok(()),
@@ -209,7 +203,7 @@ async fn publish_one(p: &Processor, m: Publish) -> serde_json::Value {
         id: m.id,
         kind: m.kind,
         durable: m.durable,
-        sent_ns: m.sent_ns.unwrap_or_else(unix_now_ns),
+        sent_ns: m.sent_ns.unwrap_or_else(crate::frame::unix_now_ns),
         body: m.body,
     })
     .encode();

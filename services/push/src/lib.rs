@@ -19,6 +19,32 @@ pub mod processor;
 pub mod registry;
 pub mod token;
 
+/// The shard of `key` among `shards` (FNV-1a: stable and cheap).
+pub(crate) fn shard_index(key: &str, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards as u64) as usize
+}
+
+/// A uniform fraction in `[0, 1)` (for jitter; not secret).
+pub(crate) fn unit_random() -> f64 {
+    (eventlog::envelope::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// Reads a lock, whether or not a holder panicked (the tables stay usable).
+pub(crate) fn read<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Writes a lock, whether or not a holder panicked.
+pub(crate) fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// This process's resident set size in bytes (Linux `/proc/self/statm`).
 #[must_use]
 pub fn rss_bytes() -> u64 {

@@ -141,15 +141,17 @@ pub struct LoadStats {
     pub latency: Histogram,
 }
 
-/// `n` loopback source addresses starting at 127.0.0.1 (skipping .0 and
-/// .255 in each /24).
-#[must_use]
-pub fn loopback_sources(n: usize) -> Vec<Ipv4Addr> {
-    (0u32..)
+/// Loopback addresses from 127.0.0.1 on, skipping .0 and .255 in each /24.
+fn loopback_addresses() -> impl Iterator<Item = Ipv4Addr> {
+    (0u32..0x00ff_fffe)
         .map(|i| Ipv4Addr::from(0x7f00_0001 + i))
         .filter(|a| a.octets()[3] != 0 && a.octets()[3] != 255)
-        .take(n.max(1))
-        .collect()
+}
+
+/// The first `n` (at least one) of the loopback source addresses.
+#[must_use]
+pub fn loopback_sources(n: usize) -> Vec<Ipv4Addr> {
+    loopback_addresses().take(n.max(1)).collect()
 }
 
 /// Connections per loopback source address (the default ephemeral port
@@ -159,14 +161,9 @@ pub const PER_SOURCE: usize = 25_000;
 /// The source address of member number `n` when none are given.
 #[must_use]
 pub fn source_for_member(n: usize) -> Ipv4Addr {
-    let block = n / PER_SOURCE;
-    loopback_sources(block + 1)[block]
-}
-
-fn now_ns() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64)
+    loopback_addresses()
+        .nth(n / PER_SOURCE)
+        .unwrap_or(Ipv4Addr::LOCALHOST)
 }
 
 /// The `sent_ns` of a push frame, found without a full parse.
@@ -274,7 +271,7 @@ async fn read(mut ws: Ws, stats: &LoadStats) {
             stats.received.fetch_add(1, Ordering::Relaxed);
             stats
                 .latency
-                .record((now_ns().saturating_sub(sent).max(0) / 1_000) as u64);
+                .record((crate::frame::unix_now_ns().saturating_sub(sent).max(0) / 1_000) as u64);
         }
     }
     if hello {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
-use push::edge::{EdgeConfig, EdgeNode};
+use push::edge::EdgeConfig;
 use push::processor::Processor;
 use push::registry::Registry;
 use push::token::{Claims, TokenKey};
@@ -211,7 +211,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
         )
         .await?
     };
-    let nats = registry.client().cloned();
     let max_connections = args
         .max_connections
         .min((nofile as usize).saturating_sub(64).max(1));
@@ -221,24 +220,20 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .node_id
         .clone()
         .unwrap_or_else(|| push::edge::default_node_id("edge", main_addr.port()));
-    let node = EdgeNode::new(
-        EdgeConfig {
-            node_id,
-            heartbeat: args.heartbeat,
-            max_lifetime: args.max_lifetime,
-            send_buffer: args.send_buffer,
-            max_connections,
-            drain_period: args.drain_period,
-            ..EdgeConfig::default()
-        },
-        key,
-        registry.clone(),
-    )?;
-    let processor = Processor::new(registry.clone(), Some(node.clone()), nats);
-    if processor.local().is_some() && registry.client().is_some() {
-        processor.serve_forwarded().await?;
-    }
-    let refresh = node.spawn_refresh();
+    let config = EdgeConfig {
+        node_id,
+        heartbeat: args.heartbeat,
+        max_lifetime: args.max_lifetime,
+        send_buffer: args.send_buffer,
+        max_connections,
+        drain_period: args.drain_period,
+        ..EdgeConfig::default()
+    };
+    let processor = Processor::hosting(config, key, registry.clone()).await?;
+    let node = processor
+        .local()
+        .cloned()
+        .context("the processor hosts a node")?;
     let write_timeout = node.config().write_timeout;
     let app = push::http::router(processor);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -272,7 +267,6 @@ async fn serve(args: ServeArgs) -> Result<()> {
     }
     tracing::info!(connections = node.connections(), "draining");
     node.drain().await;
-    refresh.abort();
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(2), s).await;

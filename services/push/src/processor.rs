@@ -109,6 +109,31 @@ impl Processor {
         }
     }
 
+    /// A processor hosting an edge node of its own: the node (on
+    /// `registry`, renewing its routes until dropped) and, when the
+    /// registry is on NATS, routing over NATS with the node receiving what
+    /// other processes forward to it. Needs a tokio runtime.
+    ///
+    /// # Errors
+    /// A bad node configuration, or the NATS subscriptions failed.
+    pub async fn hosting(
+        config: crate::edge::EdgeConfig,
+        key: crate::token::TokenKey,
+        registry: Registry,
+    ) -> Result<Self, crate::registry::RegistryError> {
+        let node = EdgeNode::new(config, key, registry.clone())?;
+        node.spawn_refresh();
+        let nats = registry.client().cloned();
+        let processor = Self::new(registry, Some(node), nats);
+        if processor.nats.is_some() {
+            processor
+                .serve_forwarded()
+                .await
+                .map_err(|e| crate::registry::RegistryError::Nats(e.to_string()))?;
+        }
+        Ok(processor)
+    }
+
     /// The registry.
     #[must_use]
     pub fn registry(&self) -> &Registry {

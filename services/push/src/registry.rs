@@ -121,15 +121,6 @@ pub fn unix_now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn shard_of(member: &str) -> usize {
-    // FNV-1a: stable and cheap.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in member.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % SHARDS as u64) as usize
-}
-
 fn key_of(member: &str, device: &str) -> String {
     format!("r.{member}.{device}")
 }
@@ -237,14 +228,11 @@ impl Registry {
     }
 
     fn shard(&self, member: &str) -> &RwLock<Shard> {
-        &self.inner.shards[shard_of(member)]
+        &self.inner.shards[crate::shard_index(member, SHARDS)]
     }
 
     fn insert_local(&self, member: &str, device: &str, route: Route, revision: u64) {
-        let mut shard = self
-            .shard(member)
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shard = crate::write(self.shard(member));
         let devices = shard.entry(member.into()).or_default();
         match devices.iter_mut().find(|e| &*e.device == device) {
             Some(e) if e.revision <= revision || revision == 0 => {
@@ -270,10 +258,7 @@ impl Registry {
         device: &str,
         matches: impl Fn(&Entry) -> bool,
     ) -> Option<Entry> {
-        let mut shard = self
-            .shard(member)
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut shard = crate::write(self.shard(member));
         let devices = shard.get_mut(member)?;
         let i = devices
             .iter()
@@ -334,10 +319,7 @@ impl Registry {
         check(&[member, device, &route.node, &route.device_type])?;
         let now = unix_now_ms();
         let current = {
-            let shard = self
-                .shard(member)
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let shard = crate::read(self.shard(member));
             shard
                 .get(member)
                 .and_then(|ds| ds.iter().find(|e| &*e.device == device))
@@ -347,10 +329,7 @@ impl Registry {
             |r: &Route| (r.node == route.node && r.conn == route.conn) || r.expires_unix_ms <= now;
         let Some(store) = &self.inner.nats else {
             // In process: decide and write under the shard lock.
-            let mut shard = self
-                .shard(member)
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut shard = crate::write(self.shard(member));
             let devices = shard.entry(member.into()).or_default();
             return Ok(match devices.iter_mut().find(|e| &*e.device == device) {
                 Some(e) if ours_or_stale(&e.route) => {
@@ -411,10 +390,7 @@ impl Registry {
     /// has not expired.
     pub fn for_each_online(&self, member: &str, mut f: impl FnMut(&Arc<str>, &Route)) {
         let now = unix_now_ms();
-        let shard = self
-            .shard(member)
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let shard = crate::read(self.shard(member));
         if let Some(devices) = shard.get(member) {
             for e in devices {
                 if e.route.expires_unix_ms > now {
@@ -441,9 +417,7 @@ impl Registry {
         let now = unix_now_ms();
         let mut removed = 0;
         for shard in &self.inner.shards {
-            let mut shard = shard
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut shard = crate::write(shard);
             shard.retain(|_, devices| {
                 let before = devices.len();
                 devices.retain(|e| e.route.expires_unix_ms > now);
