@@ -180,7 +180,7 @@ pub enum Command {
             timecard up --dashboard 0.0.0.0:7380     # then open http://THIS-HOST:7380/ from another machine\n\n\
             Exits with 69 (EX_UNAVAILABLE) when the device is missing or stops responding."
     )]
-    Up(UpArgs),
+    Up(Box<UpArgs>),
 
     /// Check TrueTime against ground truth: N simulated hosts, faults, commit-wait
     #[command(
@@ -705,6 +705,11 @@ pub struct NotifyArgs {
     /// Notify HTTP/JSON address (also /metrics)
     #[arg(long, value_name = "ADDR", default_value = notify::cli::DEFAULT_HTTP)]
     pub notify_http: std::net::SocketAddr,
+
+    /// Capture notify's HTTP API for replay testing (`timecard-replay run
+    /// --source http://<notify HTTP>`)
+    #[arg(long)]
+    pub notify_capture: bool,
 }
 
 /// Flags of the counter service inside `timecard up`.
@@ -730,6 +735,11 @@ pub struct CounterArgs {
     /// memcached for best-effort counter namespaces
     #[arg(long, value_name = "HOST:PORT")]
     pub counter_memcached: Option<std::net::SocketAddr>,
+
+    /// Capture the counter's HTTP API for replay testing (`timecard-replay
+    /// run --source http://<counter HTTP>`)
+    #[arg(long)]
+    pub counter_capture: bool,
 }
 
 /// Flags of the PTP server inside `timecard up`.

@@ -263,6 +263,7 @@ fn start_counter(
         ..counter::cli::ServeArgs::defaults()
     };
     serve.common.backend = args.counter_backend.clone().unwrap_or_else(default_backend);
+    serve.capture.capture = args.counter_capture;
     let (runtime, running, fallback) = start_service("counter", |rt, ephemeral| {
         let mut serve = serve.clone();
         if ephemeral {
@@ -311,6 +312,7 @@ fn start_notify(
         ..notify::cli::ServeArgs::defaults()
     };
     serve.common.backend = args.notify_backend.clone().unwrap_or_else(default_backend);
+    serve.capture.capture = args.notify_capture;
     let (runtime, running, fallback) = start_service("notify", |rt, ephemeral| {
         let mut serve = serve.clone();
         if ephemeral {

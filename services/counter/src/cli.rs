@@ -10,6 +10,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use eventlog::args::ServiceArgs;
 use eventlog::{IdempotencyToken, TimeSource};
+use replay::capture::ReplaySupport;
 
 use crate::pb::counter_client::CounterClient;
 use crate::service::{CounterConfig, CounterService, Kind, parse_namespace};
@@ -96,6 +97,9 @@ pub struct ServeArgs {
     /// Rollup period, ms.
     #[arg(long, default_value_t = 250)]
     pub rollup_interval_ms: u64,
+    /// Capture for replay testing.
+    #[command(flatten)]
+    pub capture: replay::capture::CaptureArgs,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -133,6 +137,7 @@ impl ServeArgs {
             }
         }
         self.common.check().map_err(anyhow::Error::msg)?;
+        self.capture.check().map_err(anyhow::Error::msg)?;
         Ok(CounterConfig {
             namespaces,
             accept_limit: Duration::from_millis(self.accept_limit_ms),
@@ -141,6 +146,23 @@ impl ServeArgs {
             memcached: self.memcached,
             ..CounterConfig::default()
         })
+    }
+}
+
+impl ServeArgs {
+    /// The configuration that shapes answers, as canonical text (sorted;
+    /// no addresses or paths), for the lineage's config hash.
+    #[must_use]
+    pub fn canonical_config(&self) -> String {
+        let mut namespaces = self.namespaces.clone();
+        namespaces.sort();
+        format!(
+            "namespaces={namespaces:?} accept_limit_ms={} grace_ms={} rollup_interval_ms={} memcached={}",
+            self.accept_limit_ms,
+            self.grace_ms,
+            self.rollup_interval_ms,
+            self.memcached.is_some()
+        )
     }
 }
 
@@ -174,6 +196,15 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     let cfg = args.config()?;
     let (grpc_l, http_l) = eventlog::args::bind_listeners(args.grpc, args.http).await?;
     let backend = args.common.backend("counter").await?;
+    let replay = ReplaySupport::open(
+        &args.capture,
+        "counter",
+        env!("CARGO_PKG_VERSION"),
+        &args.canonical_config(),
+        &backend,
+        &clock,
+    )
+    .await?;
     let service = CounterService::start(cfg, clock, backend).await?;
     let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);
     let (stop, rx) = tokio::sync::watch::channel(false);
@@ -189,7 +220,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     });
     let s2 = service.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::http::serve(http_l, s2, wait(rx)).await {
+        if let Err(e) = crate::http::serve(http_l, s2, &replay, wait(rx)).await {
             tracing::error!(error = %e, "counter HTTP server failed");
         }
     });

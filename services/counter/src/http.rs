@@ -7,6 +7,7 @@
 //! | `GET`  | `/v1/counters/{ns}/{counter}` | — |
 //! | `POST` | `/v1/counters/{ns}/{counter}/clear` | `{"idempotency_token": …}` (optional) |
 //! | `GET`  | `/v1/status` | — |
+//! | `GET`  | `/v1/lineage`, `/v1/capture`… | replay testing ([`replay::capture`]) |
 //!
 //! Replies are the [`Reply`] as JSON; errors are `{"error": "...", "code":
 //! "..."}` with 400 (bad input), 404 (unknown namespace), 413 (body over
@@ -21,6 +22,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventlog::IdempotencyToken;
+use replay::capture::ReplaySupport;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -174,13 +176,15 @@ pub fn router(svc: CounterService) -> Router {
         .with_state(svc)
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves.
+/// Serves HTTP on `listener` until `shutdown` resolves, with the replay
+/// endpoints and (when capturing) the API behind the capture tap.
 pub async fn serve(
     listener: TcpListener,
     svc: CounterService,
+    replay: &ReplaySupport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(svc))
+    axum::serve(listener, replay.wrap(router(svc)))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -707,6 +707,50 @@ pub fn spawn_announced(cmd: &mut Command, word: &str) -> (Child, SocketAddr) {
     }
 }
 
+/// A Python virtual environment under `dir` with `packages` installed by
+/// pip (made once; later calls find `import_check` importable and reuse
+/// it); its `python`. Panics with a hint when python3-venv or PyPI is
+/// missing: the tests that use it prove interoperability and must not pass
+/// silently.
+#[must_use]
+pub fn python_venv(dir: &Path, packages: &[&str], import_check: &str) -> PathBuf {
+    let python = dir.join("bin/python");
+    let ready = |p: &Path| {
+        Command::new(p)
+            .args(["-c", &format!("import {import_check}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !ready(&python) {
+        let made = Command::new("python3")
+            .args(["-m", "venv"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success())
+            && Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "-q",
+                    "--timeout",
+                    "60",
+                ])
+                .args(packages)
+                .status()
+                .is_ok_and(|s| s.success());
+        assert!(
+            made && ready(&python),
+            "cannot make a venv with {packages:?} in {} (python3-venv and PyPI access are needed; scripts/test.sh installs python3-venv)",
+            dir.display()
+        );
+    }
+    python
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

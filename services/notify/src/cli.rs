@@ -17,6 +17,7 @@ use push::edge::EdgeConfig;
 use push::processor::Processor;
 use push::registry::Registry;
 use push::token::TokenKey;
+use replay::capture::ReplaySupport;
 
 use crate::model::TypeSpec;
 use crate::pb::notify_client::NotifyClient;
@@ -31,7 +32,7 @@ pub const DEFAULT_HTTP: &str = "127.0.0.1:7351";
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the notification pipeline (gRPC + HTTP/JSON).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one event.
     Publish {
         /// Notification type (e.g. new-episode).
@@ -166,6 +167,9 @@ pub struct ServeArgs {
     /// sharing a registry. Default: notify-<host>-<HTTP port>.
     #[arg(long)]
     pub push_node: Option<String>,
+    /// Capture for replay testing.
+    #[command(flatten)]
+    pub capture: replay::capture::CaptureArgs,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -207,6 +211,7 @@ impl ServeArgs {
     /// The pipeline configuration these arguments describe.
     pub fn config(&self) -> anyhow::Result<NotifyConfig> {
         self.common.check().map_err(anyhow::Error::msg)?;
+        self.capture.check().map_err(anyhow::Error::msg)?;
         let mut config = NotifyConfig::with_shards(self.shards);
         config.dedup_capacity = self.dedup_capacity;
         if !self.types.is_empty() {
@@ -269,6 +274,28 @@ impl ServeArgs {
                 .transpose()?,
         };
         Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The configuration that shapes answers, as canonical text (sorted;
+    /// no addresses, paths or secrets), for the lineage's config hash.
+    #[must_use]
+    pub fn canonical_config(&self) -> String {
+        let mut types = self.types.clone();
+        types.sort();
+        format!(
+            "types={types:?} shards={} dedup_capacity={} channel_queue={} channel_concurrency={} channel_timeout_ms={} apns={:?} apns_topic={} fcm={:?} fcm_project={}",
+            self.shards,
+            self.dedup_capacity,
+            self.channel_queue,
+            self.channel_concurrency,
+            self.channel_timeout_ms,
+            self.apns.is_some(),
+            self.apns_topic,
+            self.fcm.is_some(),
+            self.fcm_project
+        )
     }
 }
 
@@ -356,6 +383,15 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     let backend = args.common.backend("notify").await?;
     let (edge, push_key_file) = start_edge(args, &backend, http_l.local_addr()?.port()).await?;
     config.edge = Some(edge);
+    let replay = ReplaySupport::open(
+        &args.capture,
+        "notify",
+        env!("CARGO_PKG_VERSION"),
+        &args.canonical_config(),
+        &backend,
+        &clock,
+    )
+    .await?;
     let service = NotifyService::start(config, &backend, clock).await?;
     let (grpc, http) = (grpc_l.local_addr()?, http_l.local_addr()?);
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -370,6 +406,7 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     tokio::spawn(crate::http::serve(
         http_l,
         service.clone(),
+        replay,
         until_stopped(stopped),
     ));
     Ok(Running {

@@ -27,6 +27,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use replay::capture::ReplaySupport;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
@@ -364,12 +365,14 @@ async fn map_body_errors(r: Response) -> Response {
     too_large_or_bad(status, text).into_response()
 }
 
-/// Serves HTTP on `listener` until `shutdown` resolves (writes that stall
+/// Serves HTTP on `listener` until `shutdown` resolves, with the replay
+/// endpoints and (when capturing) the API behind the capture tap (writes that stall
 /// for the edge node's write timeout fail, so a device that stops reading
 /// its SSE stream is disconnected).
 pub async fn serve(
     listener: TcpListener,
     svc: Svc,
+    replay: ReplaySupport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let timeout = svc
@@ -379,7 +382,7 @@ pub async fn serve(
             n.config().write_timeout
         });
     let listener = push::net::TimeoutListener::new(listener, timeout);
-    axum::serve(listener, router(svc))
+    axum::serve(listener, replay.wrap(router(svc)))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -52,31 +52,11 @@ fn curl(args: &[&str]) -> (u16, String) {
 
 /// A venv with `websockets` (made once per target directory); its python.
 fn python_with_websockets() -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("push-pyvenv");
-    let python = dir.join("bin/python");
-    let ready = |p: &Path| {
-        Command::new(p)
-            .args(["-c", "import websockets"])
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if !ready(&python) {
-        let ok = Command::new("python3")
-            .args(["-m", "venv"])
-            .arg(&dir)
-            .status()
-            .is_ok_and(|s| s.success())
-            && Command::new(dir.join("bin/pip"))
-                .args(["install", "-q", "websockets"])
-                .status()
-                .is_ok_and(|s| s.success());
-        assert!(
-            ok && ready(&python),
-            "cannot make a venv with websockets in {} (python3-venv and PyPI access are needed; scripts/test.sh installs python3-venv)",
-            dir.display()
-        );
-    }
-    python
+    eventlog::testkit::python_venv(
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("push-pyvenv"),
+        &["websockets"],
+        "websockets",
+    )
 }
 
 /// Starts `timecard-push serve`; returns it and its address.

@@ -3,11 +3,14 @@
 //! two answers are compared after normalization, so only real behaviour
 //! changes show up as differences.
 //!
-//! This crate holds the pure parts: the captured exchange with its lineage
-//! ([`record`]) and the normalization rules and structural diff
-//! ([`normalize`]). The capture tap in the services, the replayer and the
-//! Iceberg sink build on them.
+//! This crate holds what a service embeds and what the replayer shares: the
+//! captured exchange with its lineage ([`record`]), the capture tap
+//! ([`tap`]), the capture stream and its endpoints ([`capture`]), and the
+//! normalization rules and structural diff ([`normalize`]). The replay
+//! service itself (pacing, candidate calls, the Iceberg sink) is the
+//! `timecard-replayer` crate.
 
+pub mod capture;
 pub mod normalize;
 pub mod record;
 pub mod tap;

@@ -20,6 +20,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::record::{Exchange, Interval};
+
 /// One step of a concrete path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Step {
@@ -171,9 +173,52 @@ fn pointer(path: &[Step]) -> String {
         .collect()
 }
 
+/// How the two answers' clocks relate: a candidate timestamp `t` is
+/// compared as `t − shift_ns` with the original's, and may differ by up to
+/// `tolerance_ns`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimeWindow {
+    /// How much later the candidate answered, ns.
+    pub shift_ns: i64,
+    /// Largest difference still equal, ns.
+    pub tolerance_ns: i64,
+}
+
+impl TimeWindow {
+    /// Timestamps equal within `tolerance_ns`, no shift.
+    #[must_use]
+    pub fn within(tolerance_ns: i64) -> Self {
+        Self {
+            shift_ns: 0,
+            tolerance_ns,
+        }
+    }
+
+    /// The window for two exchanges: the candidate's is shifted by the
+    /// difference of their arrivals, and a timestamp taken anywhere during
+    /// either exchange (TrueTime windows included) is equal.
+    #[must_use]
+    pub fn between(original: &Exchange, candidate: (Interval, Interval)) -> Self {
+        let span = |started: &Interval, finished: &Interval| {
+            finished
+                .latest_ns
+                .saturating_sub(started.earliest_ns)
+                .max(0)
+        };
+        Self {
+            shift_ns: candidate
+                .0
+                .earliest_ns
+                .saturating_sub(original.started.earliest_ns),
+            tolerance_ns: span(&original.started, &original.finished)
+                .saturating_add(span(&candidate.0, &candidate.1)),
+        }
+    }
+}
+
 struct Differ<'a> {
     rules: &'a Rules,
-    tolerance_ns: i64,
+    window: TimeWindow,
     out: Vec<Difference>,
 }
 
@@ -201,7 +246,12 @@ impl Differ<'_> {
         if Rules::any(&rules.timestamps, path)
             && let (Some(x), Some(y)) = (a.as_i64(), b.as_i64())
         {
-            if x.abs_diff(y) > self.tolerance_ns.unsigned_abs() {
+            // The same value (copied from the request), or taken at the
+            // corresponding moment of the candidate's exchange.
+            if x != y
+                && x.abs_diff(y.saturating_sub(self.window.shift_ns))
+                    > self.window.tolerance_ns.unsigned_abs()
+            {
                 self.push(path, DiffKind::Timestamp, Some(a), Some(b));
             }
             return;
@@ -322,17 +372,17 @@ impl Differ<'_> {
 }
 
 /// The differences between `original` and `candidate` under `rules`;
-/// timestamps may differ by up to `tolerance_ns`.
+/// timestamps are compared within `window`.
 #[must_use]
 pub fn diff(
     original: &Value,
     candidate: &Value,
     rules: &Rules,
-    tolerance_ns: i64,
+    window: TimeWindow,
 ) -> Vec<Difference> {
     let mut d = Differ {
         rules,
-        tolerance_ns,
+        window,
         out: Vec::new(),
     };
     d.compare(&mut Vec::new(), original, candidate);
@@ -374,7 +424,10 @@ mod tests {
                 {"id": 17, "type": "new-episode", "stored": [90, 210]},
             ],
         });
-        assert_eq!(diff(&original(), &candidate, &rules(), 500), []);
+        assert_eq!(
+            diff(&original(), &candidate, &rules(), TimeWindow::within(500)),
+            []
+        );
     }
 
     #[test]
@@ -385,7 +438,7 @@ mod tests {
         c["tags"] = json!(["a", "b"]);
         c["request_id"] = json!(5);
         c["extra"] = json!(true);
-        let d = diff(&original(), &c, &rules(), 500);
+        let d = diff(&original(), &c, &rules(), TimeWindow::within(500));
         let got: Vec<(String, DiffKind)> = d.iter().map(|x| (x.path.clone(), x.kind)).collect();
         assert!(
             got.contains(&("/now_ns".into(), DiffKind::Timestamp)),
@@ -405,9 +458,24 @@ mod tests {
             got.iter().any(|(p, _)| p.starts_with("/changes/")),
             "{got:?}"
         );
-        assert_eq!(diff(&json!(1), &json!(1.5), &Rules::default(), 0).len(), 1);
         assert_eq!(
-            diff(&json!({"a": 1}), &json!({}), &Rules::default(), 0)[0].kind,
+            diff(
+                &json!(1),
+                &json!(1.5),
+                &Rules::default(),
+                TimeWindow::within(0)
+            )
+            .len(),
+            1
+        );
+        assert_eq!(
+            diff(
+                &json!({"a": 1}),
+                &json!({}),
+                &Rules::default(),
+                TimeWindow::within(0)
+            )[0]
+            .kind,
             DiffKind::Missing
         );
     }
@@ -455,10 +523,65 @@ mod tests {
         })
     }
 
+    #[test]
+    fn timestamps_compare_relative_to_each_exchange() {
+        let rules = Rules::from_json(r#"{"timestamps": ["/as_of"]}"#).unwrap();
+        let original = Exchange {
+            started: Interval {
+                earliest_ns: 1_000,
+                latest_ns: 1_100,
+            },
+            finished: Interval {
+                earliest_ns: 1_400,
+                latest_ns: 1_500,
+            },
+            ..Exchange::default()
+        };
+        // The candidate answered an hour later, its exchange took 300 ns.
+        let hour = 3_600_000_000_000;
+        let cand = (
+            Interval {
+                earliest_ns: hour + 1_000,
+                latest_ns: hour + 1_100,
+            },
+            Interval {
+                earliest_ns: hour + 1_200,
+                latest_ns: hour + 1_300,
+            },
+        );
+        let w = TimeWindow::between(&original, cand);
+        assert_eq!(
+            w,
+            TimeWindow {
+                shift_ns: hour,
+                tolerance_ns: 500 + 300
+            }
+        );
+        let same = diff(
+            &json!({"as_of": 1_200}),
+            &json!({"as_of": hour + 1_250}),
+            &rules,
+            w,
+        );
+        assert_eq!(same, []);
+        // A timestamp the request carried comes back unchanged.
+        assert_eq!(
+            diff(&json!({"as_of": 7}), &json!({"as_of": 7}), &rules, w),
+            []
+        );
+        let late = diff(
+            &json!({"as_of": 1_200}),
+            &json!({"as_of": hour + 3_000}),
+            &rules,
+            w,
+        );
+        assert_eq!(late[0].kind, DiffKind::Timestamp);
+    }
+
     proptest! {
         #[test]
         fn a_value_equals_itself(v in value()) {
-            prop_assert_eq!(diff(&v, &v, &Rules::default(), 0), vec![]);
+            prop_assert_eq!(diff(&v, &v, &Rules::default(), TimeWindow::within(0)), vec![]);
         }
 
         #[test]
@@ -477,7 +600,7 @@ mod tests {
             }
             let mut c = v.clone();
             if change(&mut c, &replacement) {
-                prop_assert!(!diff(&v, &c, &Rules::default(), 0).is_empty());
+                prop_assert!(!diff(&v, &c, &Rules::default(), TimeWindow::within(0)).is_empty());
             }
         }
 
@@ -489,7 +612,7 @@ mod tests {
                 shuffled.swap(i, (seed.wrapping_mul(i as u64 + 7) % n.max(1) as u64) as usize);
             }
             let rules = Rules::from_json(r#"{"unordered": ["/x"]}"#).unwrap();
-            prop_assert_eq!(diff(&json!({"x": items}), &json!({"x": shuffled}), &rules, 0), vec![]);
+            prop_assert_eq!(diff(&json!({"x": items}), &json!({"x": shuffled}), &rules, TimeWindow::within(0)), vec![]);
         }
     }
 }

@@ -25,14 +25,21 @@ use crate::record::{
     SCHEMA_VERSION,
 };
 
+/// Most exchanges handed to the sink at once.
+pub const MAX_BATCH: usize = 512;
+/// How long the writer gathers exchanges before a write.
+pub const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Where captured exchanges go (an event log, a stream…).
 pub trait CaptureSink: Send + 'static {
-    /// Writes a batch; an error drops the batch (counted), never retried
-    /// into the request path.
+    /// Writes a batch and says how many of its exchanges were kept (the
+    /// rest, e.g. records too large for the stream, count as sink errors);
+    /// an error drops the whole batch (counted), never retried into the
+    /// request path.
     fn write(
         &mut self,
         batch: Vec<Exchange>,
-    ) -> impl std::future::Future<Output = Result<(), String>> + Send;
+    ) -> impl std::future::Future<Output = Result<usize, String>> + Send;
 }
 
 /// Counters of a tap.
@@ -44,6 +51,8 @@ pub struct TapStats {
     pub dropped_full: AtomicU64,
     /// Not captured: a body was too large or the response streams.
     pub skipped: AtomicU64,
+    /// Not captured: left out by sampling.
+    pub unsampled: AtomicU64,
     /// Written by the sink.
     pub written: AtomicU64,
     /// Lost because the sink failed.
@@ -55,15 +64,18 @@ pub struct TapStats {
 pub struct CaptureTap {
     tx: mpsc::Sender<Exchange>,
     stats: Arc<TapStats>,
-    lineage: Arc<Lineage>,
     clock: TimeSource,
     max_body: usize,
+    /// Capture a request when a uniform draw in [0, 2^32) is below this.
+    sample_below: u64,
 }
 
 impl CaptureTap {
     /// A tap with a buffer of `capacity` exchanges, writing to `sink` in
-    /// batches of up to 256 from a task on the current runtime; bodies up to
-    /// `max_body` bytes are copied.
+    /// batches (up to [`MAX_BATCH`], gathered over [`BATCH_WINDOW`]) from its
+    /// own thread at idle priority; bodies up to
+    /// `max_body` bytes are copied; every request is captured (see
+    /// [`CaptureTap::sampled`]).
     pub fn start(
         mut sink: impl CaptureSink,
         capacity: usize,
@@ -74,26 +86,85 @@ impl CaptureTap {
         let (tx, mut rx) = mpsc::channel::<Exchange>(capacity.max(1));
         let stats = Arc::new(TapStats::default());
         let writer_stats = stats.clone();
-        tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            while rx.recv_many(&mut batch, 256).await > 0 {
+        let writer = async move {
+            let mut batch = Vec::with_capacity(MAX_BATCH);
+            while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+                // Gather for a moment: one sink write per window instead of
+                // one per request keeps the writer's wake-ups and system
+                // calls from competing with the request path.
+                if batch.len() < MAX_BATCH {
+                    tokio::time::sleep(BATCH_WINDOW).await;
+                    while batch.len() < MAX_BATCH {
+                        let Ok(e) = rx.try_recv() else { break };
+                        batch.push(e);
+                    }
+                }
+                // Identity and lineage are added here, off the request path.
+                for e in &mut batch {
+                    e.id = format!("{:032x}", eventlog::envelope::random_u128());
+                    e.lineage = lineage.clone();
+                }
                 let n = batch.len() as u64;
                 match sink.write(std::mem::take(&mut batch)).await {
-                    Ok(()) => writer_stats.written.fetch_add(n, Ordering::Relaxed),
+                    Ok(kept) => {
+                        let kept = (kept as u64).min(n);
+                        writer_stats.written.fetch_add(kept, Ordering::Relaxed);
+                        writer_stats
+                            .sink_errors
+                            .fetch_add(n - kept, Ordering::Relaxed);
+                    }
                     Err(e) => {
                         tracing::debug!("capture sink: {e}");
-                        writer_stats.sink_errors.fetch_add(n, Ordering::Relaxed)
+                        writer_stats.sink_errors.fetch_add(n, Ordering::Relaxed);
                     }
-                };
+                }
             }
-        });
+        };
+        // The writer (batching, encoding, handing to the sink) runs on its
+        // own thread at idle priority: it only gets CPU production does not
+        // want; when it falls behind, the buffer fills and the tap drops.
+        let spawned = std::thread::Builder::new()
+            .name("capture-writer".into())
+            .spawn(move || {
+                run_at_idle_priority();
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_time()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(writer),
+                    Err(e) => tracing::error!("capture writer runtime: {e}; capturing nothing"),
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!("capture writer thread: {e}; capturing nothing");
+        }
         Self {
             tx,
             stats,
-            lineage: Arc::new(lineage),
             clock,
             max_body,
+            sample_below: 1 << 32,
         }
+    }
+
+    /// The same tap capturing only a `fraction` (0 to 1) of requests, drawn
+    /// at random per request.
+    #[must_use]
+    pub fn sampled(mut self, fraction: f64) -> Self {
+        self.sample_below = (fraction.clamp(0.0, 1.0) * f64::from(1u32 << 31) * 2.0) as u64;
+        self
+    }
+
+    fn sampled_out(&self) -> bool {
+        if self.sample_below >= 1 << 32 {
+            return false;
+        }
+        let draw = (eventlog::envelope::random_u128() as u64) >> 32;
+        let out = draw >= self.sample_below;
+        if out {
+            self.stats.unsampled.fetch_add(1, Ordering::Relaxed);
+        }
+        out
     }
 
     /// Counters.
@@ -121,6 +192,21 @@ impl CaptureTap {
     }
 }
 
+/// Moves the calling thread to `SCHED_IDLE` (Linux): it runs only when no
+/// other thread of the machine wants the CPU. Failure is logged and ignored.
+fn run_at_idle_priority() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid, initialized
+    // sched_param that outlives the call; no memory is handed over.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!(
+            "capture writer stays at normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 /// Whether a body is known to be at most `max` bytes (an exact size hint:
 /// a streaming body of unknown length is not copied).
 fn fits(body: &Body, max: usize) -> bool {
@@ -130,6 +216,9 @@ fn fits(body: &Body, max: usize) -> bool {
 
 /// The middleware: `router.layer(axum::middleware::from_fn_with_state(tap, replay::tap::capture))`.
 pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next) -> Response {
+    if tap.sampled_out() {
+        return next.run(request).await;
+    }
     let started = tap.stamp();
     let upgrade = request.headers().contains_key(header::UPGRADE);
     if upgrade || !fits(request.body(), tap.max_body) {
@@ -177,7 +266,7 @@ pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next
     };
     tap.offer(Exchange {
         schema: SCHEMA_VERSION,
-        id: format!("{:032x}", eventlog::envelope::random_u128()),
+        id: String::new(),
         request: captured_request,
         response: CapturedResponse {
             status: parts.status.as_u16(),
@@ -185,7 +274,7 @@ pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next
         },
         started,
         finished: tap.stamp(),
-        lineage: (*tap.lineage).clone(),
+        lineage: Lineage::default(),
     });
     Response::from_parts(parts, Body::from(bytes))
 }
@@ -206,15 +295,16 @@ mod tests {
     }
 
     impl CaptureSink for Memory {
-        async fn write(&mut self, batch: Vec<Exchange>) -> Result<(), String> {
+        async fn write(&mut self, batch: Vec<Exchange>) -> Result<usize, String> {
             if self.hang {
                 std::future::pending::<()>().await;
             }
             if self.fail {
                 return Err("sink down".into());
             }
+            let n = batch.len();
             self.got.lock().unwrap().extend(batch);
-            Ok(())
+            Ok(n)
         }
     }
 

@@ -1,0 +1,135 @@
+//! A small HTTP/1.1 client (hyper, pooled connections) with a deadline
+//! per call and a cap on the answer's size: a candidate that hangs or
+//! floods is an outcome to record, not a stuck or exhausted replayer.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+/// Largest answer body read, bytes.
+pub const MAX_ANSWER: usize = 1 << 20;
+
+/// An answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// Status code.
+    pub status: u16,
+    /// Body (UTF-8, invalid bytes replaced).
+    pub body: String,
+    /// The `x-capture-end` header, when present and numeric.
+    pub capture_end: Option<u64>,
+}
+
+/// Why a call failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// No complete answer within the deadline.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// Connection or protocol failure.
+    #[error("{0}")]
+    Transport(String),
+    /// The answer was larger than [`MAX_ANSWER`].
+    #[error("answer larger than {MAX_ANSWER} bytes")]
+    TooLarge,
+    /// The request could not be built (bad URL or method).
+    #[error("bad request: {0}")]
+    BadRequest(String),
+}
+
+/// The client (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl Default for HttpClient {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpClient {
+    /// A client with a connection pool.
+    #[must_use]
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        Self {
+            inner: Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector),
+        }
+    }
+
+    /// `method url` with `body` (JSON when not empty), answered within `timeout`.
+    pub async fn call(
+        &self,
+        method: &str,
+        url: &str,
+        body: String,
+        timeout: Duration,
+    ) -> Result<Answer, CallError> {
+        let mut request = http::Request::builder()
+            .method(
+                http::Method::from_bytes(method.as_bytes())
+                    .map_err(|e| CallError::BadRequest(e.to_string()))?,
+            )
+            .uri(url);
+        if !body.is_empty() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| CallError::BadRequest(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .inner
+                .request(request)
+                .await
+                .map_err(|e| CallError::Transport(error_chain(&e)))?;
+            let status = response.status().as_u16();
+            let capture_end = response
+                .headers()
+                .get("x-capture-end")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok());
+            let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        CallError::TooLarge
+                    } else {
+                        CallError::Transport(e.to_string())
+                    }
+                })?
+                .to_bytes();
+            Ok(Answer {
+                status,
+                body: String::from_utf8_lossy(&bytes).into_owned(),
+                capture_end,
+            })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| CallError::Timeout(timeout))?
+    }
+}
+
+/// An error and its causes, one line.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cause = c.source();
+    }
+    s
+}
