@@ -62,7 +62,7 @@ pub struct TapStats {
 /// The tap (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct CaptureTap {
-    tx: mpsc::Sender<Exchange>,
+    tx: mpsc::Sender<Pending>,
     stats: Arc<TapStats>,
     clock: TimeSource,
     max_body: usize,
@@ -83,7 +83,7 @@ impl CaptureTap {
         lineage: Lineage,
         clock: TimeSource,
     ) -> Self {
-        let (tx, mut rx) = mpsc::channel::<Exchange>(capacity.max(1));
+        let (tx, mut rx) = mpsc::channel::<Pending>(capacity.max(1));
         let stats = Arc::new(TapStats::default());
         let writer_stats = stats.clone();
         let writer = async move {
@@ -99,13 +99,11 @@ impl CaptureTap {
                         batch.push(e);
                     }
                 }
-                // Identity and lineage are added here, off the request path.
-                for e in &mut batch {
-                    e.id = format!("{:032x}", eventlog::envelope::random_u128());
-                    e.lineage = lineage.clone();
-                }
-                let n = batch.len() as u64;
-                match sink.write(std::mem::take(&mut batch)).await {
+                // Text, identity and lineage are made here, off the request path.
+                let exchanges: Vec<Exchange> =
+                    batch.drain(..).map(|p| p.into_exchange(&lineage)).collect();
+                let n = exchanges.len() as u64;
+                match sink.write(exchanges).await {
                     Ok(kept) => {
                         let kept = (kept as u64).min(n);
                         writer_stats.written.fetch_add(kept, Ordering::Relaxed);
@@ -184,11 +182,54 @@ impl CaptureTap {
         self.stats.skipped.fetch_add(1, Ordering::Relaxed);
     }
 
-    fn offer(&self, exchange: Exchange) {
-        match self.tx.try_send(exchange) {
+    fn offer(&self, pending: Pending) {
+        match self.tx.try_send(pending) {
             Ok(()) => self.stats.captured.fetch_add(1, Ordering::Relaxed),
             Err(_) => self.stats.dropped_full.fetch_add(1, Ordering::Relaxed),
         };
+    }
+}
+
+/// An exchange as the request path hands it over: shared references to
+/// what the request and response already hold (no copies, no text), made
+/// into an [`Exchange`] by the writer.
+#[derive(Debug)]
+struct Pending {
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    endpoint: Option<MatchedPath>,
+    request_body: axum::body::Bytes,
+    status: axum::http::StatusCode,
+    response_body: axum::body::Bytes,
+    started: Interval,
+    finished: Interval,
+}
+
+impl Pending {
+    fn into_exchange(self, lineage: &Lineage) -> Exchange {
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        Exchange {
+            schema: SCHEMA_VERSION,
+            id: format!("{:032x}", eventlog::envelope::random_u128()),
+            request: CapturedRequest {
+                method: self.method.to_string(),
+                path: self
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| self.uri.path().to_owned(), ToString::to_string),
+                endpoint: self
+                    .endpoint
+                    .map_or_else(|| self.uri.path().to_owned(), |m| m.as_str().to_owned()),
+                body: text(&self.request_body),
+            },
+            response: CapturedResponse {
+                status: self.status.as_u16(),
+                body: text(&self.response_body),
+            },
+            started: self.started,
+            finished: self.finished,
+            lineage: lineage.clone(),
+        }
     }
 }
 
@@ -225,30 +266,19 @@ pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next
         tap.skip();
         return next.run(request).await;
     }
-    let endpoint = request.extensions().get::<MatchedPath>().map_or_else(
-        || request.uri().path().to_owned(),
-        |m| m.as_str().to_owned(),
-    );
+    let endpoint = request.extensions().get::<MatchedPath>().cloned();
     let (parts, body) = request.into_parts();
     // Bounded by the Content-Length check above.
-    let Ok(bytes) = axum::body::to_bytes(body, tap.max_body).await else {
+    let Ok(request_body) = axum::body::to_bytes(body, tap.max_body).await else {
         tap.skip();
         return Response::builder()
             .status(axum::http::StatusCode::BAD_REQUEST)
             .body(Body::from("request body could not be read"))
             .unwrap_or_default();
     };
-    let captured_request = CapturedRequest {
-        method: parts.method.to_string(),
-        path: parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path().to_owned(), ToString::to_string),
-        endpoint,
-        body: String::from_utf8_lossy(&bytes).into_owned(),
-    };
+    let (method, uri) = (parts.method.clone(), parts.uri.clone());
     let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
+        .run(Request::from_parts(parts, Body::from(request_body.clone())))
         .await;
     let streaming = response
         .headers()
@@ -259,24 +289,22 @@ pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next
         return response;
     }
     let (parts, body) = response.into_parts();
-    let Ok(bytes) = axum::body::to_bytes(body, tap.max_body).await else {
+    let Ok(response_body) = axum::body::to_bytes(body, tap.max_body).await else {
         // The body said it fits; a failing body is the service's error.
         tap.skip();
         return Response::from_parts(parts, Body::empty());
     };
-    tap.offer(Exchange {
-        schema: SCHEMA_VERSION,
-        id: String::new(),
-        request: captured_request,
-        response: CapturedResponse {
-            status: parts.status.as_u16(),
-            body: String::from_utf8_lossy(&bytes).into_owned(),
-        },
+    tap.offer(Pending {
+        method,
+        uri,
+        endpoint,
+        request_body,
+        status: parts.status,
+        response_body: response_body.clone(),
         started,
         finished: tap.stamp(),
-        lineage: Lineage::default(),
     });
-    Response::from_parts(parts, Body::from(bytes))
+    Response::from_parts(parts, Body::from(response_body))
 }
 
 #[cfg(test)]

@@ -9,16 +9,15 @@
 //! A first stage measures two servers without the tap against each other:
 //! the noise floor of the comparison on this machine.
 //!
-//! `cargo bench -p timecard-replayer --bench overhead [-- --requests N --rounds R]`
+//! `cargo bench -p timecard-replayer --bench overhead [-- --requests N --rounds R --concurrency C]`
+//! (each stage: R rounds of N requests to each server, alternating, so
+//! slow drifts such as rollups and log growth fall on both alike).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use counter::cli::{Running, ServeArgs, start};
 use replayer::client::HttpClient;
-
-/// Requests in flight from the load generator.
-const CONCURRENCY: usize = 4;
 
 fn args(dir: &std::path::Path, capture: bool) -> ServeArgs {
     let mut a = ServeArgs {
@@ -49,16 +48,16 @@ impl Phase {
 }
 
 /// `n` requests (adds and reads alternating over 16 counters) with
-/// [`CONCURRENCY`] in flight.
-async fn load(client: &HttpClient, base: &str, n: usize) -> Phase {
+/// `concurrency` in flight.
+async fn load(client: &HttpClient, base: &str, n: usize, concurrency: usize) -> Phase {
     let mut tasks = Vec::new();
-    for worker in 0..CONCURRENCY {
+    for worker in 0..concurrency {
         let client = client.clone();
         let base = base.to_owned();
         tasks.push(tokio::spawn(async move {
-            let mut micros = Vec::with_capacity(n / CONCURRENCY);
+            let mut micros = Vec::with_capacity(n / concurrency);
             let mut errors = 0;
-            for i in (worker..n).step_by(CONCURRENCY) {
+            for i in (worker..n).step_by(concurrency) {
                 let key = format!("{base}/v1/counters/views/k{}", i % 16);
                 let t = Instant::now();
                 let r = if i % 2 == 0 {
@@ -114,8 +113,11 @@ impl Drop for Replayer {
 }
 
 fn main() {
-    let requests = flag("--requests", 6_000);
-    let rounds = flag("--rounds", 4);
+    let requests = flag("--requests", 1_000);
+    let rounds = flag("--rounds", 24);
+    // 4 in flight keeps both cores busy (the load generator takes one);
+    // 1 leaves them mostly idle, as production servers run.
+    let concurrency = flag("--concurrency", 4).max(1);
     let servers = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -135,11 +137,11 @@ fn main() {
     let url = |r: &Running| format!("http://{}", r.http);
     let client = HttpClient::new();
     loader.block_on(async {
-        load(&client, &url(&off), 1_000).await;
-        load(&client, &url(&on), 1_000).await;
+        load(&client, &url(&off), 1_000, concurrency).await;
+        load(&client, &url(&on), 1_000, concurrency).await;
     });
     println!(
-        "capture tap overhead: {requests} requests per phase (adds and reads alternating, {CONCURRENCY} in flight), {rounds} rounds per stage, off/on alternating"
+        "capture tap overhead: {requests} requests per phase (adds and reads alternating, {concurrency} in flight), {rounds} rounds per stage, off/on alternating"
     );
     println!(
         "{:<34} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10} {:>7}",
@@ -216,7 +218,7 @@ fn main() {
                     (true, "no tap (A/A: noise floor)") => url(&candidate),
                     (true, _) => url(&on),
                 };
-                let p = loader.block_on(load(&client, &target, requests));
+                let p = loader.block_on(load(&client, &target, requests, concurrency));
                 let into = if capture { &mut tapped } else { &mut base };
                 into.micros.extend(p.micros);
                 into.errors += p.errors;
