@@ -201,6 +201,11 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
         "counter",
         env!("CARGO_PKG_VERSION"),
         &args.canonical_config(),
+        &args
+            .memcached
+            .map(|m| ("memcached", m.to_string()))
+            .into_iter()
+            .collect::<Vec<_>>(),
         &backend,
         &clock,
     )

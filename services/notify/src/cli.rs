@@ -388,6 +388,10 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
         "notify",
         env!("CARGO_PKG_VERSION"),
         &args.canonical_config(),
+        &[("apns", args.apns.clone()), ("fcm", args.fcm.clone())]
+            .into_iter()
+            .filter_map(|(name, url)| Some((name, url?)))
+            .collect::<Vec<_>>(),
         &backend,
         &clock,
     )

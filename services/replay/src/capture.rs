@@ -112,32 +112,58 @@ fn config_hash(canonical: &str) -> String {
 }
 
 /// The lineage of `service` at `version` with configuration hash
-/// `config_hash`, running on `backend` with `clock`: build, backend, store
-/// identity (what the replayer compares to keep writes off production's
-/// store) and clock source.
-#[must_use]
+/// `config_hash`, running on `backend` with `clock` and changing the
+/// external systems `effects` (name, address): build, backend, store
+/// identity and effects (what the replayer compares to keep writes away
+/// from production's data) and clock source.
 fn lineage(
     service: &str,
     version: &str,
     config_hash: String,
+    effects: &[(&str, String)],
     backend: &Backend,
     clock: &TimeSource,
 ) -> Lineage {
-    // An embedded store is a directory on a host: the same path on another
-    // host is another store.
-    let store = backend.data_dir().map_or_else(
-        || backend.description.clone(),
-        |d| {
+    let store = match (backend.data_dir(), backend.nats_client()) {
+        // An embedded store is a directory on a host: the same path on
+        // another host is another store.
+        (Some(d), _) => {
             let d = std::fs::canonicalize(d).unwrap_or_else(|_| d.to_path_buf());
             let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
             format!("embedded:{}:{}", host.trim(), d.display())
-        },
-    );
+        }
+        // On NATS the streams are named by service: the same cluster (or
+        // server) and JetStream domain means the same store, however its
+        // URLs are spelled.
+        (None, Some(client)) => {
+            let info = client.server_info();
+            format!(
+                "nats:{}/{}:TC_{}",
+                info.cluster.unwrap_or(info.server_id),
+                info.domain.unwrap_or_default(),
+                service.to_ascii_uppercase()
+            )
+        }
+        (None, None) => backend.description.clone(),
+    };
     let kind = if backend.nats_client().is_some() {
         "nats-jetstream"
     } else {
         "embedded"
     };
+    let mut dependencies: std::collections::BTreeMap<String, String> = [
+        ("backend".to_owned(), kind.to_owned()),
+        ("store".to_owned(), store),
+        ("clock".to_owned(), clock.describe()),
+        (
+            "timecard-replay".to_owned(),
+            env!("CARGO_PKG_VERSION").to_owned(),
+        ),
+    ]
+    .into();
+    for (name, address) in effects {
+        dependencies.insert(format!("{EFFECT_PREFIX}{name}"), address.clone());
+    }
     Lineage {
         service: service.to_owned(),
         version: version.to_owned(),
@@ -150,18 +176,14 @@ fn lineage(
             }
         ),
         config_hash,
-        dependencies: [
-            ("backend".to_owned(), kind.to_owned()),
-            ("store".to_owned(), store),
-            ("clock".to_owned(), clock.describe()),
-            (
-                "timecard-replay".to_owned(),
-                env!("CARGO_PKG_VERSION").to_owned(),
-            ),
-        ]
-        .into(),
+        dependencies,
     }
 }
+
+/// Prefix of the lineage dependencies that name external systems a write
+/// changes besides the store (memcached, push providers): a replayed write
+/// must not reach the same one.
+pub const EFFECT_PREFIX: &str = "effect:";
 
 /// The capture sink over an event log: one event per exchange, trimmed to
 /// the newest `keep`.
@@ -227,13 +249,16 @@ pub struct ReplaySupport {
 impl ReplaySupport {
     /// The replay support of `service` at `version`, whose answer-shaping
     /// configuration is `canonical_config` (sorted text without addresses,
-    /// paths or secrets; hashed into the lineage): opens the capture log of
-    /// `backend` and starts the tap when `args.capture` is set.
+    /// paths or secrets; hashed into the lineage) and whose writes also
+    /// change `effects` (external systems: name, address): opens the
+    /// capture log of `backend` and starts the tap when `args.capture` is
+    /// set.
     pub async fn open(
         args: &CaptureArgs,
         service: &str,
         version: &str,
         canonical_config: &str,
+        effects: &[(&str, String)],
         backend: &Backend,
         clock: &TimeSource,
     ) -> Result<Self, BackendError> {
@@ -241,6 +266,7 @@ impl ReplaySupport {
             service,
             version,
             config_hash(canonical_config),
+            effects,
             backend,
             clock,
         );

@@ -10,7 +10,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-/// Largest answer body read, bytes.
+/// Largest answer body read from a candidate, bytes.
 pub const MAX_ANSWER: usize = 1 << 20;
 
 /// An answer.
@@ -33,9 +33,9 @@ pub enum CallError {
     /// Connection or protocol failure.
     #[error("{0}")]
     Transport(String),
-    /// The answer was larger than [`MAX_ANSWER`].
-    #[error("answer larger than {MAX_ANSWER} bytes")]
-    TooLarge,
+    /// The answer was larger than the client's limit.
+    #[error("answer larger than {0} bytes")]
+    TooLarge(usize),
     /// The request could not be built (bad URL or method).
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -45,6 +45,8 @@ pub enum CallError {
 #[derive(Clone, Debug)]
 pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
+    max_answer: usize,
+    marks_replays: bool,
 }
 
 impl Default for HttpClient {
@@ -54,9 +56,15 @@ impl Default for HttpClient {
 }
 
 impl HttpClient {
-    /// A client with a connection pool.
+    /// A client with a connection pool reading answers up to [`MAX_ANSWER`].
     #[must_use]
     pub fn new() -> Self {
+        Self::with_limit(MAX_ANSWER)
+    }
+
+    /// A client reading answers up to `max_answer` bytes.
+    #[must_use]
+    pub fn with_limit(max_answer: usize) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -64,7 +72,18 @@ impl HttpClient {
             inner: Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector),
+            max_answer,
+            marks_replays: false,
         }
+    }
+
+    /// The same client marking every request as replayed
+    /// ([`replay::tap::REPLAY_HEADER`]): a capturing service does not
+    /// capture it again.
+    #[must_use]
+    pub fn marking_replays(mut self) -> Self {
+        self.marks_replays = true;
+        self
     }
 
     /// `method url` with `body` (JSON when not empty), answered within `timeout`.
@@ -81,6 +100,9 @@ impl HttpClient {
                     .map_err(|e| CallError::BadRequest(e.to_string()))?,
             )
             .uri(url);
+        if self.marks_replays {
+            request = request.header(replay::tap::REPLAY_HEADER, "1");
+        }
         if !body.is_empty() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
         }
@@ -99,12 +121,12 @@ impl HttpClient {
                 .get("x-capture-end")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok());
-            let bytes = Limited::new(response.into_body(), MAX_ANSWER)
+            let bytes = Limited::new(response.into_body(), self.max_answer)
                 .collect()
                 .await
                 .map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
-                        CallError::TooLarge
+                        CallError::TooLarge(self.max_answer)
                     } else {
                         CallError::Transport(e.to_string())
                     }

@@ -30,7 +30,8 @@ use tokio::io::AsyncWriteExt as _;
 /// Capture first: start the service with `--capture` (counter, notify);
 /// the candidate is another instance (new version or config) with its own
 /// data directory. Reads are always replayed; writes only when the
-/// candidate's store is provably not production's.
+/// lineages say the candidate's store is another one and it shares none of
+/// the external systems production writes to (memcached, push providers).
 #[derive(Parser)]
 #[command(version)]
 struct Cli {
@@ -120,7 +121,8 @@ struct RunArgs {
     /// Exit with status 3 if anything did not match.
     #[arg(long)]
     fail_on_diff: bool,
-    /// Most diff rows kept for the table; beyond, rows are counted only.
+    /// Most diff rows written to the table in one run; beyond, rows are
+    /// counted only.
     #[arg(long, default_value_t = 1_000_000)]
     max_rows: usize,
     /// fbclock shared memory for TrueTime around candidate calls (else the
@@ -162,14 +164,9 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://")
 }
 
-async fn open_source(
-    client: &HttpClient,
-    spec: &str,
-    from: u64,
-    follow: bool,
-) -> anyhow::Result<Source> {
+async fn open_source(spec: &str, from: u64, follow: bool) -> anyhow::Result<Source> {
     if is_url(spec) {
-        Ok(Source::http(client.clone(), spec, from, follow).await?)
+        Ok(Source::http(spec, from, follow).await?)
     } else if spec.contains("://") {
         bail!("--source {spec}: only http:// URLs and files are supported");
     } else {
@@ -206,14 +203,23 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
             args.candidate
         );
     }
-    if !(args.rate >= 0.0 && args.rate.is_finite() && args.speed >= 0.0 && args.speed.is_finite()) {
-        bail!("--rate and --speed must be finite and not negative");
+    if !(args.rate == 0.0 || (0.001..=1e9).contains(&args.rate)) {
+        bail!(
+            "--rate {}: 0 (unlimited) or between 0.001 and 1e9 per second",
+            args.rate
+        );
+    }
+    if !(args.speed == 0.0 || (0.001..=1e6).contains(&args.speed)) {
+        bail!(
+            "--speed {}: 0 (rate only) or between 0.001 and 1e6",
+            args.speed
+        );
     }
     if args.concurrency == 0 || args.timeout_ms == 0 {
         bail!("--concurrency and --timeout-ms must be positive");
     }
     let rules = load_rules(args.rules.as_deref())?;
-    let client = HttpClient::new();
+    let client = HttpClient::new().marking_replays();
     let lineage = match candidate_lineage(&client, &args.candidate).await {
         Ok(l) => Some(l),
         Err(e) if args.reads_only => {
@@ -221,19 +227,19 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
             None
         }
         Err(e) => bail!(
-            "cannot read the candidate's lineage ({e}); without it writes cannot be proven to go to an isolated store: pass --reads-only to replay reads only"
+            "cannot read the candidate's lineage ({e}); without it there is no telling whether writes would reach production's store: pass --reads-only to replay reads only"
         ),
     };
     let clock = eventlog::TimeSource::fbclock_or_system(
         args.fbclock.as_deref(),
         args.system_clock_bound_us.saturating_mul(1000),
     );
-    let mut table = if args.no_table {
+    let table = if args.no_table {
         None
     } else {
         Some(DiffTable::open(&args.warehouse, "replay", "diffs").await?)
     };
-    let mut source = open_source(&client, &args.source, args.from, args.follow).await?;
+    let mut source = open_source(&args.source, args.from, args.follow).await?;
     let run_id = args
         .run_id
         .clone()
@@ -257,24 +263,48 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
         candidate_lineage: lineage,
     };
     let started = Instant::now();
-    let mut diff_rows: Vec<DiffRow> = Vec::new();
+    let table_label = table
+        .as_ref()
+        .map(|t| format!("{} table {}", t.catalog_uri(), t.identifier()));
+    // Rows go to the table as the run goes (every FLUSH_ROWS rows or
+    // FLUSH_EVERY), so a long or followed run keeps little in memory and
+    // loses little if it dies.
+    let (row_tx, row_rx) = tokio::sync::mpsc::unbounded_channel::<DiffRow>();
+    let writer = table.map(|t| tokio::spawn(write_rows(t, row_rx)));
+    let mut rows_written = 0usize;
     let mut rows_dropped = 0usize;
     let replay = run(&mut source, config, &client, &clock, |c| {
         summary.add(&c);
-        let new = rows(&run_id, &c, candidate_json.as_deref(), unix_us());
-        let room = args.max_rows.saturating_sub(diff_rows.len());
-        rows_dropped += new.len().saturating_sub(room);
-        diff_rows.extend(new.into_iter().take(room));
+        for row in rows(&run_id, &c, candidate_json.as_deref(), unix_us()) {
+            if rows_written < args.max_rows && writer.is_some() {
+                rows_written += 1;
+                let _ = row_tx.send(row);
+            } else if writer.is_some() {
+                rows_dropped += 1;
+            }
+        }
     });
-    let interrupted = tokio::select! {
-        r = replay => { r?; false }
-        _ = tokio::signal::ctrl_c() => true,
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    // The summary and the rows so far are kept whatever ends the run.
+    let (interrupted, source_error) = tokio::select! {
+        r = replay => (false, r.err()),
+        _ = tokio::signal::ctrl_c() => (true, None),
+        _ = terminate.recv() => (true, None),
     };
+    drop(row_tx);
     summary.seconds = started.elapsed().as_secs_f64();
-    if let Some(t) = table.as_mut() {
-        t.append(&diff_rows).await?;
-        summary.table = Some(format!("{} table {}", t.catalog_uri(), t.identifier()));
-    }
+    let table_error = match writer {
+        Some(w) => match w.await {
+            Ok(Ok(())) => {
+                summary.table = table_label;
+                None
+            }
+            Ok(Err(e)) => Some(anyhow::Error::from(e)),
+            Err(e) => Some(anyhow::anyhow!("the table writer failed: {e}")),
+        },
+        None => None,
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -286,7 +316,50 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
     if rows_dropped > 0 {
         eprintln!("{rows_dropped} diff rows over --max-rows were counted but not written");
     }
+    if let Some(e) = source_error {
+        return Err(
+            anyhow::Error::from(e).context("the capture stream failed (results so far are above)")
+        );
+    }
+    if let Some(e) = table_error {
+        return Err(e.context("writing the diff table (the summary above is complete)"));
+    }
     Ok(summary.total.problems() == 0)
+}
+
+/// Rows appended to the diff table per commit.
+const FLUSH_ROWS: usize = 10_000;
+/// Longest rows wait before a commit.
+const FLUSH_EVERY: Duration = Duration::from_secs(10);
+
+/// Appends rows from `rx` to `table` in commits of up to [`FLUSH_ROWS`], at
+/// least every [`FLUSH_EVERY`], and the rest when `rx` closes.
+async fn write_rows(
+    mut table: DiffTable,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<DiffRow>,
+) -> Result<(), replayer::table::TableError> {
+    let mut pending = Vec::new();
+    let mut last = Instant::now();
+    loop {
+        let open = match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+            Ok(Some(row)) => {
+                pending.push(row);
+                true
+            }
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        let due =
+            pending.len() >= FLUSH_ROWS || (!pending.is_empty() && last.elapsed() >= FLUSH_EVERY);
+        if due || !open {
+            table.append(&pending).await?;
+            pending.clear();
+            last = Instant::now();
+        }
+        if !open {
+            return Ok(());
+        }
+    }
 }
 
 async fn export(args: ExportArgs) -> anyhow::Result<()> {
@@ -296,8 +369,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
             args.source
         );
     }
-    let client = HttpClient::new();
-    let mut source = Source::http(client, &args.source, args.from, false).await?;
+    let mut source = Source::http(&args.source, args.from, false).await?;
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = match &args.out {
         Some(p) => Box::new(
             tokio::fs::File::create(p)

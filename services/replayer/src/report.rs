@@ -39,14 +39,20 @@ pub struct Counts {
     pub schema_drift: u64,
     /// Writes not replayed (store not isolated).
     pub skipped_unsafe: u64,
+    /// Records trimmed from the capture log before they were read.
+    pub missing_records: u64,
 }
 
 impl Counts {
     fn add(&mut self, outcome: &Outcome) {
-        self.records += 1;
+        // A gap stands for records never read: counted as missing only.
+        self.records += u64::from(!matches!(outcome, Outcome::MissingRecords(_)));
         let sent = !matches!(
             outcome,
-            Outcome::CorruptRecord(_) | Outcome::SchemaDrift(_) | Outcome::SkippedUnsafe
+            Outcome::CorruptRecord(_)
+                | Outcome::SchemaDrift(_)
+                | Outcome::SkippedUnsafe
+                | Outcome::MissingRecords(_)
         );
         self.replayed += u64::from(sent);
         match outcome {
@@ -61,6 +67,7 @@ impl Counts {
             Outcome::CorruptRecord(_) => self.corrupt_record += 1,
             Outcome::SchemaDrift(_) => self.schema_drift += 1,
             Outcome::SkippedUnsafe => self.skipped_unsafe += 1,
+            Outcome::MissingRecords(n) => self.missing_records += n,
         }
     }
 
@@ -68,7 +75,7 @@ impl Counts {
     /// deliberately skipped write).
     #[must_use]
     pub fn problems(&self) -> u64 {
-        self.records - self.matched - self.skipped_unsafe
+        (self.records - self.matched - self.skipped_unsafe) + self.missing_records
     }
 }
 
@@ -140,7 +147,7 @@ impl Summary {
         }
         let header = [
             "endpoint", "records", "replayed", "match", "mismatch", "diffs", "timeout", "error",
-            "garbage", "corrupt", "drift", "unsafe",
+            "garbage", "corrupt", "drift", "unsafe", "missing",
         ];
         let row = |name: &str, c: &Counts| -> Vec<String> {
             vec![
@@ -156,6 +163,7 @@ impl Summary {
                 c.corrupt_record.to_string(),
                 c.schema_drift.to_string(),
                 c.skipped_unsafe.to_string(),
+                c.missing_records.to_string(),
             ]
         };
         let mut rows: Vec<Vec<String>> = vec![header.iter().map(|s| (*s).to_owned()).collect()];
@@ -249,6 +257,13 @@ pub fn rows(
         | Outcome::CorruptRecord(why)
         | Outcome::SchemaDrift(why) => vec![DiffRow {
             detail: Some(why.clone()),
+            ..base
+        }],
+        Outcome::MissingRecords(n) => vec![DiffRow {
+            detail: Some(format!(
+                "{n} records from sequence {} were trimmed from the capture log before they were read",
+                c.seq
+            )),
             ..base
         }],
     }

@@ -4,9 +4,10 @@
 //! answer with production's under the normalization rules.
 //!
 //! Safety: reads (`GET`, `HEAD`, `OPTIONS`) are always replayed; a write is
-//! replayed only when the candidate's store is provably not the store that
-//! produced the record (the `store` entries of the two lineages differ), and
-//! never with `--reads-only`. Writes are barriers: every read sent before
+//! replayed only when the two lineages say the candidate's store is another
+//! one (embedded: another host or directory; NATS: another cluster or
+//! domain) and it shares none of the external systems the record's service
+//! writes to (memcached, push providers), and never with `--reads-only`. Writes are barriers: every read sent before
 //! a write is answered before it, and it is answered before anything after
 //! it is sent, so the candidate sees the same order of state changes.
 
@@ -63,6 +64,8 @@ pub enum Outcome {
     SchemaDrift(String),
     /// A write not replayed (the candidate's store is not isolated).
     SkippedUnsafe,
+    /// Records trimmed from the capture log before they were read (how many).
+    MissingRecords(u64),
 }
 
 impl Outcome {
@@ -78,6 +81,7 @@ impl Outcome {
             Self::CorruptRecord(_) => "corrupt_record",
             Self::SchemaDrift(_) => "schema_drift",
             Self::SkippedUnsafe => "skipped_unsafe",
+            Self::MissingRecords(_) => "missing_records",
         }
     }
 }
@@ -103,14 +107,24 @@ pub fn is_read(method: &str) -> bool {
 
 /// Whether replaying `exchange`'s write to a candidate with `candidate`
 /// lineage is safe: the candidate's store is known and differs from the
-/// store that produced the record.
+/// store that produced the record, and no external system the record's
+/// service changes (its `effect:` dependencies: memcached, push providers)
+/// is the candidate's too.
 #[must_use]
 pub fn write_is_isolated(exchange: &Exchange, candidate: Option<&Lineage>) -> bool {
-    let store = |l: &Lineage| l.dependencies.get("store").cloned();
-    match (store(&exchange.lineage), candidate.and_then(store)) {
-        (Some(production), Some(candidate)) => production != candidate,
-        _ => false,
-    }
+    let Some(candidate) = candidate else {
+        return false;
+    };
+    let production = &exchange.lineage.dependencies;
+    let store = |d: &std::collections::BTreeMap<String, String>| d.get("store").cloned();
+    let stores_differ = matches!(
+        (store(production), store(&candidate.dependencies)),
+        (Some(p), Some(c)) if p != c
+    );
+    let shares_an_effect = production.iter().any(|(k, v)| {
+        k.starts_with(replay::capture::EFFECT_PREFIX) && candidate.dependencies.get(k) == Some(v)
+    });
+    stores_differ && !shares_an_effect
 }
 
 /// Compares production's answer with the candidate's (status and body;
@@ -178,7 +192,8 @@ impl Pacer {
     fn new(rate: f64, speed: f64) -> Self {
         let now = Instant::now();
         Self {
-            gap: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
+            gap: (rate > 0.0)
+                .then(|| Duration::try_from_secs_f64(1.0 / rate).unwrap_or(MAX_PACING_WAIT)),
             speed,
             start: now,
             first_ns: None,
@@ -188,10 +203,20 @@ impl Pacer {
 
     async fn wait(&mut self, original_ns: i64) {
         let mut at = self.next_slot;
-        if self.speed > 0.0 {
+        // A record without a time (its clock failed) is paced by the rate only.
+        if self.speed > 0.0 && original_ns > 0 {
             let first = *self.first_ns.get_or_insert(original_ns);
-            let offset = original_ns.saturating_sub(first).max(0) as f64 / self.speed;
-            at = at.max(self.start + Duration::from_nanos(offset.min(1e18) as u64));
+            let offset_ns = original_ns.saturating_sub(first).max(0);
+            let offset = Duration::from_nanos(offset_ns as u64).div_f64(self.speed);
+            let target = self.start + offset;
+            // A gap longer than a minute (a quiet night, a bad clock) is not
+            // waited out: the schedule moves on from here.
+            if target > Instant::now() + MAX_PACING_WAIT {
+                self.first_ns = Some(original_ns);
+                self.start = Instant::now();
+            } else {
+                at = at.max(target);
+            }
         }
         tokio::time::sleep_until(at).await;
         if let Some(gap) = self.gap {
@@ -199,6 +224,9 @@ impl Pacer {
         }
     }
 }
+
+/// Longest wait for one request's original spacing.
+const MAX_PACING_WAIT: Duration = Duration::from_secs(60);
 
 /// The replayer's clock: TrueTime around each candidate call.
 pub type Clock = eventlog::TimeSource;
@@ -245,7 +273,7 @@ async fn replay_one(
             ),
         ),
         Err(e @ CallError::Timeout(_)) => (None, Outcome::CandidateTimeout(e.to_string())),
-        Err(e @ CallError::TooLarge) => (None, Outcome::CandidateGarbage(e.to_string())),
+        Err(e @ CallError::TooLarge(_)) => (None, Outcome::CandidateGarbage(e.to_string())),
         Err(e) => (None, Outcome::CandidateError(e.to_string())),
     };
     Compared {
@@ -278,7 +306,18 @@ pub async fn run(
         done
     };
     loop {
-        let batch = source.next_batch().await?;
+        let batch = match source.next_batch().await {
+            Ok(b) => b,
+            Err(e) => {
+                // What is in flight is still answered and reported.
+                while let Some(r) = in_flight.join_next().await {
+                    if let Ok(done) = r {
+                        on_result(done);
+                    }
+                }
+                return Err(e);
+            }
+        };
         if batch.is_empty() {
             break;
         }
@@ -293,6 +332,7 @@ pub async fn run(
                         outcome: match problem {
                             BadRecord::Corrupt(why) => Outcome::CorruptRecord(why),
                             BadRecord::SchemaDrift(why) => Outcome::SchemaDrift(why),
+                            BadRecord::Missing(count) => Outcome::MissingRecords(count),
                         },
                     });
                     continue;
@@ -422,6 +462,10 @@ mod tests {
         let t0 = tokio::time::Instant::now();
         p.wait(1_000_000_000).await;
         p.wait(3_000_000_000).await; // 2 s later originally, 1 s at double speed
+        assert_eq!(t0.elapsed(), Duration::from_secs(1));
+        // A jump of a day is not waited out; a record without time is not paced.
+        p.wait(3_000_000_000 + 86_400_000_000_000).await;
+        p.wait(0).await;
         assert_eq!(t0.elapsed(), Duration::from_secs(1));
     }
 }

@@ -9,12 +9,16 @@ use std::time::Duration;
 
 use replay::record::{Exchange, RecordError};
 use serde::Deserialize;
-use tokio::io::AsyncBufReadExt as _;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
 
 use crate::client::{CallError, HttpClient};
 
 /// Records read per HTTP request.
 const PAGE: usize = 500;
+/// Largest capture page read (500 records of up to a log event each).
+const MAX_PAGE_BYTES: usize = 64 << 20;
+/// Longest line of an exported file; longer ones are bad records.
+const MAX_LINE: usize = 2 * replay::record::MAX_RECORD;
 
 /// Why a captured record could not be replayed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +27,9 @@ pub enum BadRecord {
     Corrupt(String),
     /// Written by a newer capture schema than this replayer reads.
     SchemaDrift(String),
+    /// This many records were trimmed from the capture log before they
+    /// could be read.
+    Missing(u64),
 }
 
 /// One item of the capture stream.
@@ -54,7 +61,8 @@ impl Captured {
     }
 }
 
-/// One line of the stream: `{"seq":N,"record":{…}}` or `{"seq":N,"unreadable":"…"}`.
+/// One line of the stream: `{"seq":N,"record":{…}}`, `{"seq":N,"unreadable":"…"}`,
+/// or (written by this reader) `{"seq":N,"missing":COUNT}` for a gap.
 #[derive(Deserialize)]
 struct Line<'a> {
     seq: u64,
@@ -62,6 +70,13 @@ struct Line<'a> {
     record: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     unreadable: Option<String>,
+    #[serde(default)]
+    missing: Option<u64>,
+}
+
+/// The line that stands for `count` records missing from `seq` on.
+fn gap_line(seq: u64, count: u64) -> String {
+    format!("{{\"seq\":{seq},\"missing\":{count}}}")
 }
 
 /// Parses one line of a capture stream.
@@ -73,6 +88,12 @@ pub fn parse_line(line: &str) -> Captured {
             problem: BadRecord::Corrupt(format!("not a capture line: {}", preview(line))),
         };
     };
+    if let Some(count) = l.missing {
+        return Captured::Bad {
+            seq: l.seq,
+            problem: BadRecord::Missing(count),
+        };
+    }
     let Some(raw) = l.record else {
         return Captured::Bad {
             seq: l.seq,
@@ -145,20 +166,16 @@ pub enum Source {
     File {
         /// The file's path.
         path: PathBuf,
-        /// Its lines.
-        lines: tokio::io::Lines<tokio::io::BufReader<tokio::fs::File>>,
+        /// Its contents.
+        reader: tokio::io::BufReader<tokio::fs::File>,
     },
 }
 
 impl Source {
     /// The capture stream of the service at `base` from sequence `from`; up
     /// to its end at this moment, or on and on with `follow`.
-    pub async fn http(
-        client: HttpClient,
-        base: &str,
-        from: u64,
-        follow: bool,
-    ) -> Result<Self, SourceError> {
+    pub async fn http(base: &str, from: u64, follow: bool) -> Result<Self, SourceError> {
+        let client = HttpClient::with_limit(MAX_PAGE_BYTES);
         let base = base.trim_end_matches('/').to_owned();
         let stop_at = if follow {
             None
@@ -183,7 +200,7 @@ impl Source {
             })?;
         Ok(Self::File {
             path,
-            lines: tokio::io::BufReader::new(f).lines(),
+            reader: tokio::io::BufReader::new(f),
         })
     }
 
@@ -209,7 +226,15 @@ impl Source {
                         .filter(|l| !l.trim().is_empty())
                         .map(str::to_owned)
                         .collect();
-                    // Sequence numbers are consecutive; trimmed ones are skipped.
+                    // Sequence numbers are consecutive: a jump means records
+                    // were trimmed before we read them, and says so.
+                    if let Some(first) = lines.first().map(|l| parse_line(l).seq())
+                        && first > *next
+                    {
+                        let gap = gap_line(*next, first - *next);
+                        *next = first;
+                        return Ok(vec![gap]);
+                    }
                     if let Some(last) = lines.last().map(|l| parse_line(l).seq()) {
                         *next = (*next + lines.len() as u64).max(last + 1);
                         return Ok(lines);
@@ -217,24 +242,50 @@ impl Source {
                     if stop_at.is_some() {
                         // Trimmed away before we read it.
                         let end = capture_end(client, base).await?;
-                        *next = (*next).max(end);
+                        if end > *next {
+                            let gap = gap_line(*next, end - *next);
+                            *next = end;
+                            return Ok(vec![gap]);
+                        }
                         return Ok(Vec::new());
                     }
                 }
             }
-            Self::File { path, lines } => {
+            Self::File { path, reader } => {
                 let mut out = Vec::new();
+                let mut line = Vec::new();
                 while out.len() < PAGE {
-                    match lines.next_line().await {
-                        Ok(Some(l)) if l.trim().is_empty() => {}
-                        Ok(Some(l)) => out.push(l),
-                        Ok(None) => break,
-                        Err(cause) => {
-                            return Err(SourceError::File {
+                    line.clear();
+                    let read = (&mut *reader)
+                        .take(MAX_LINE as u64)
+                        .read_until(b'\n', &mut line)
+                        .await
+                        .map_err(|cause| SourceError::File {
+                            path: path.clone(),
+                            cause,
+                        })?;
+                    if read == 0 {
+                        break;
+                    }
+                    if line.last() != Some(&b'\n') && read == MAX_LINE {
+                        // Too long to be a record: skip the rest of it.
+                        let mut rest = Vec::new();
+                        reader.read_until(b'\n', &mut rest).await.map_err(|cause| {
+                            SourceError::File {
                                 path: path.clone(),
                                 cause,
-                            });
-                        }
+                            }
+                        })?;
+                        out.push(format!(
+                            "line over {MAX_LINE} bytes ({} bytes)",
+                            read + rest.len()
+                        ));
+                        continue;
+                    }
+                    // Invalid UTF-8 stays visible (and unparsable), not fatal.
+                    let text = String::from_utf8_lossy(&line);
+                    if !text.trim().is_empty() {
+                        out.push(text.trim_end().to_owned());
                     }
                 }
                 Ok(out)
@@ -340,6 +391,13 @@ mod tests {
                 problem: BadRecord::Corrupt(_)
             }
         ));
+        assert_eq!(
+            parse_line(&gap_line(11, 3)),
+            Captured::Bad {
+                seq: 11,
+                problem: BadRecord::Missing(3)
+            }
+        );
         assert!(matches!(
             parse_line("{{{"),
             Captured::Bad {
