@@ -103,6 +103,17 @@ pub enum Command {
     )]
     List(ListArgs),
 
+    /// Check this machine for running timecard: card, drivers, ports, clocks
+    #[command(
+        long_about = "Preflight checks, one line each with a fix when something is wrong: a Time \
+            Card on the PCI bus, bound to vfio-pci with a viable IOMMU group (or to the kernel's \
+            ptp_ocp), its GNSS lock (through ptp_ocp), /dev/vfio usable, UDP 319/320 free for the \
+            PTP server, PTP hardware clocks for NIC timestamping, and fbclockd's shared memory \
+            fresh. Reads sysfs only: no card is opened. Exit status 1 when a check fails.",
+        after_help = "Examples:\n  timecard doctor\n  timecard doctor --json | jq '.[] | select(.status == \"fail\")'"
+    )]
+    Doctor(DoctorArgs),
+
     /// Show a card's identity, time and status (sysfs names), once
     #[command(
         long_about = "Show a card's identity (board, PCI ID, firmware, capabilities), its time \
@@ -255,6 +266,18 @@ pub struct LinearizabilityArgs {
     /// One JSON object per scenario instead of a table
     #[arg(long)]
     pub json: bool,
+}
+
+/// Flags of `timecard doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON
+    #[arg(long)]
+    pub json: bool,
+
+    /// fbclockd's shared memory file
+    #[arg(long, value_name = "PATH", default_value = fbclock::DEFAULT_PATH)]
+    pub fbclock: std::path::PathBuf,
 }
 
 /// Flags of `timecard list`.

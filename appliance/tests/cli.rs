@@ -455,3 +455,68 @@ fn status_reports_golden_fallback_and_the_flashed_firmware() {
     assert_eq!(v["capabilities"]["freq"], false);
     assert!(v.get("firmware_action").is_none(), "{v}");
 }
+
+#[test]
+fn doctor_gives_one_line_per_check_with_a_fix() {
+    let o = run(&["doctor", "--fbclock", "/nonexistent/timecard-fbclock"]);
+    let text = stdout(&o);
+    let names = [
+        "time card",
+        "driver binding",
+        "gnss",
+        "vfio",
+        "ptp ports",
+        "hardware timestamping",
+        "fbclock",
+    ];
+    for name in names {
+        assert!(
+            text.lines()
+                .any(|l| l.len() > 5 && l[5..].starts_with(name)),
+            "no {name} line in:\n{text}"
+        );
+    }
+    for line in text.lines() {
+        let status = &line[..4];
+        assert!(["ok  ", "WARN", "FAIL", "skip"].contains(&status), "{line}");
+        if status == "WARN" || status == "FAIL" {
+            assert!(line.contains(" — fix: "), "no fix on: {line}");
+        }
+    }
+    let fbclock = text.lines().find(|l| l.contains("fbclock ")).unwrap();
+    assert!(
+        fbclock.starts_with("WARN") && fbclock.contains("start fbclockd"),
+        "{fbclock}"
+    );
+    let failed = text.lines().any(|l| l.starts_with("FAIL"));
+    assert_eq!(
+        o.status.code(),
+        Some(if failed { 1 } else { 0 }),
+        "{}",
+        stderr(&o)
+    );
+    if text.contains("no Time Card on the PCI bus") {
+        // A machine without a card (CI): the card checks say so and point
+        // at the simulator; the others still run.
+        assert!(text.contains("timecard up"), "{text}");
+        assert!(stderr(&o).contains("check(s) failed"), "{}", stderr(&o));
+        for name in ["driver binding", "gnss"] {
+            let line = text.lines().find(|l| l.contains(name)).unwrap();
+            assert!(line.starts_with("skip"), "{line}");
+        }
+    }
+    let o = run(&[
+        "doctor",
+        "--json",
+        "--fbclock",
+        "/nonexistent/timecard-fbclock",
+    ]);
+    let checks: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let checks = checks.as_array().unwrap();
+    assert_eq!(checks.len(), text.lines().count());
+    assert!(
+        checks
+            .iter()
+            .all(|c| ["ok", "warn", "fail", "skip"].contains(&c["status"].as_str().unwrap()))
+    );
+}

@@ -1,5 +1,6 @@
 //! The subcommands, one module each, and the dispatch from the parsed command line.
 
+pub mod doctor;
 pub mod linearizability;
 pub mod list;
 pub mod sim;
@@ -43,6 +44,10 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             sim::run(args, out)
         }
         Command::Up(args) => up::run(device.as_ref(), &args, terminal, out),
+        Command::Doctor(args) => {
+            refuse_device(device.as_ref(), "doctor", "it checks the whole machine")?;
+            doctor::run(&args, out)
+        }
         Command::Linearizability(args) => {
             refuse_device(
                 device.as_ref(),
