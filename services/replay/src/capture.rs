@@ -206,10 +206,7 @@ impl CaptureSink for LogSink {
         let envelopes: Vec<Envelope> = batch
             .iter()
             .filter_map(|e| {
-                let accepted = fbclock::TrueTime {
-                    earliest_ns: e.finished.earliest_ns,
-                    latest_ns: e.finished.latest_ns,
-                };
+                let accepted = e.finished.into();
                 // A record whose escaped bodies outgrow one event is lost
                 // (counted by the tap as a sink error).
                 Envelope::new(

@@ -40,6 +40,24 @@ pub struct Interval {
     pub latest_ns: i64,
 }
 
+impl From<fbclock::TrueTime> for Interval {
+    fn from(t: fbclock::TrueTime) -> Self {
+        Self {
+            earliest_ns: t.earliest_ns,
+            latest_ns: t.latest_ns,
+        }
+    }
+}
+
+impl From<Interval> for fbclock::TrueTime {
+    fn from(i: Interval) -> Self {
+        Self {
+            earliest_ns: i.earliest_ns,
+            latest_ns: i.latest_ns,
+        }
+    }
+}
+
 impl Interval {
     /// The window of uncertainty, ns.
     #[must_use]

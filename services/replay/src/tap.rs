@@ -185,11 +185,10 @@ impl CaptureTap {
         &self.stats
     }
 
+    /// Now; an empty interval when the clock cannot tell (the record
+    /// shows it).
     fn stamp(&self) -> Interval {
-        self.clock.now().map_or(Interval::default(), |t| Interval {
-            earliest_ns: t.earliest_ns,
-            latest_ns: t.latest_ns,
-        })
+        self.clock.now().map(Interval::from).unwrap_or_default()
     }
 
     fn skip(&self) {

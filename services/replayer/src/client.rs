@@ -86,6 +86,24 @@ impl HttpClient {
         self
     }
 
+    /// `GET url`, which must answer 200 within `timeout`: the answer, or
+    /// why not in one line.
+    pub async fn get_ok(&self, url: &str, timeout: Duration) -> Result<Answer, String> {
+        let answer = self
+            .call("GET", url, String::new(), timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        if answer.status == 200 {
+            Ok(answer)
+        } else {
+            Err(format!(
+                "HTTP {}: {}",
+                answer.status,
+                preview(&answer.body, 80)
+            ))
+        }
+    }
+
     /// `method url` with `body` (JSON when not empty), answered within `timeout`.
     pub async fn call(
         &self,
@@ -142,6 +160,16 @@ impl HttpClient {
             .await
             .map_err(|_| CallError::Timeout(timeout))?
     }
+}
+
+/// The first `max` characters of `s` (with `…` when cut), for messages.
+#[must_use]
+pub fn preview(s: &str, max: usize) -> String {
+    let mut p: String = s.chars().take(max).collect();
+    if p.len() < s.len() {
+        p.push('…');
+    }
+    p
 }
 
 /// An error and its causes, one line.

@@ -180,14 +180,11 @@ async fn open_source(spec: &str, from: u64, follow: bool) -> anyhow::Result<Sour
 /// The candidate's lineage from its `/v1/lineage`.
 async fn candidate_lineage(client: &HttpClient, base: &str) -> Result<Lineage, String> {
     let url = format!("{}/v1/lineage", base.trim_end_matches('/'));
-    let a = client
-        .call("GET", &url, String::new(), Duration::from_secs(5))
+    let answer = client
+        .get_ok(&url, Duration::from_secs(5))
         .await
         .map_err(|e| format!("{url}: {e}"))?;
-    if a.status != 200 {
-        return Err(format!("{url}: HTTP {}", a.status));
-    }
-    serde_json::from_str(&a.body).map_err(|e| format!("{url}: not a lineage: {e}"))
+    serde_json::from_str(&answer.body).map_err(|e| format!("{url}: not a lineage: {e}"))
 }
 
 fn unix_us() -> i64 {
@@ -273,13 +270,17 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
     let writer = table.map(|t| tokio::spawn(write_rows(t, row_rx)));
     let mut rows_written = 0usize;
     let mut rows_dropped = 0usize;
+    let writing = writer.is_some();
     let replay = run(&mut source, config, &client, &clock, |c| {
         summary.add(&c);
+        if !writing {
+            return;
+        }
         for row in rows(&run_id, &c, candidate_json.as_deref(), unix_us()) {
-            if rows_written < args.max_rows && writer.is_some() {
+            if rows_written < args.max_rows {
                 rows_written += 1;
                 let _ = row_tx.send(row);
-            } else if writer.is_some() {
+            } else {
                 rows_dropped += 1;
             }
         }

@@ -20,7 +20,7 @@ use replay::record::{Exchange, Interval, Lineage};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
-use crate::client::{CallError, HttpClient};
+use crate::client::{CallError, HttpClient, preview};
 use crate::source::{BadRecord, Captured, Source, SourceError};
 
 /// How a replay is run.
@@ -157,11 +157,10 @@ pub fn compare(
         Some(a) => match parse(body) {
             Some(b) => differences.extend(diff(&a, &b, rules, window)),
             None => {
-                let mut head: String = body.chars().take(120).collect();
-                if head.len() < body.len() {
-                    head.push('…');
-                }
-                return Outcome::CandidateGarbage(format!("HTTP {status}, not JSON: {head:?}"));
+                return Outcome::CandidateGarbage(format!(
+                    "HTTP {status}, not JSON: {:?}",
+                    preview(body, 120)
+                ));
             }
         },
         None if original.response.body != body => differences.push(Difference {
@@ -232,10 +231,7 @@ const MAX_PACING_WAIT: Duration = Duration::from_secs(60);
 pub type Clock = eventlog::TimeSource;
 
 fn stamp(clock: &Clock) -> Interval {
-    clock.now().map_or(Interval::default(), |t| Interval {
-        earliest_ns: t.earliest_ns,
-        latest_ns: t.latest_ns,
-    })
+    clock.now().map(Interval::from).unwrap_or_default()
 }
 
 /// Sends one exchange to the candidate and compares.
@@ -298,29 +294,12 @@ pub async fn run(
     let mut pacer = Pacer::new(config.rate, config.speed);
     let mut in_flight: JoinSet<Compared> = JoinSet::new();
     let concurrency = config.concurrency.max(1);
-    let drain = |set: &mut JoinSet<Compared>| {
-        let mut done = Vec::new();
-        while let Some(r) = set.try_join_next() {
-            done.extend(r.ok());
-        }
-        done
-    };
-    loop {
+    let ended = loop {
         let batch = match source.next_batch().await {
+            Ok(b) if b.is_empty() => break Ok(()),
             Ok(b) => b,
-            Err(e) => {
-                // What is in flight is still answered and reported.
-                while let Some(r) = in_flight.join_next().await {
-                    if let Ok(done) = r {
-                        on_result(done);
-                    }
-                }
-                return Err(e);
-            }
+            Err(e) => break Err(e),
         };
-        if batch.is_empty() {
-            break;
-        }
         for item in batch {
             let (seq, exchange) = match item {
                 Captured::Exchange { seq, exchange } => (seq, exchange),
@@ -364,15 +343,21 @@ pub async fn run(
             } else {
                 on_result(task.await);
             }
-            drain(&mut in_flight).into_iter().for_each(&mut on_result);
+            while let Some(r) = in_flight.try_join_next() {
+                if let Ok(done) = r {
+                    on_result(done);
+                }
+            }
         }
-    }
+    };
+    // What is in flight is still answered and reported, also when the
+    // source failed.
     while let Some(r) = in_flight.join_next().await {
         if let Ok(done) = r {
             on_result(done);
         }
     }
-    Ok(())
+    ended
 }
 
 #[cfg(test)]

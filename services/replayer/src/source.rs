@@ -11,7 +11,7 @@ use replay::record::{Exchange, RecordError};
 use serde::Deserialize;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
 
-use crate::client::{CallError, HttpClient};
+use crate::client::{HttpClient, preview};
 
 /// Records read per HTTP request.
 const PAGE: usize = 500;
@@ -79,13 +79,23 @@ fn gap_line(seq: u64, count: u64) -> String {
     format!("{{\"seq\":{seq},\"missing\":{count}}}")
 }
 
+/// The sequence number of a capture line (0 when unreadable), without
+/// decoding its record (paging needs only that).
+fn line_seq(line: &str) -> u64 {
+    #[derive(Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_str::<Seq>(line).map_or(0, |s| s.seq)
+}
+
 /// Parses one line of a capture stream.
 #[must_use]
 pub fn parse_line(line: &str) -> Captured {
     let Ok(l) = serde_json::from_str::<Line<'_>>(line) else {
         return Captured::Bad {
             seq: 0,
-            problem: BadRecord::Corrupt(format!("not a capture line: {}", preview(line))),
+            problem: BadRecord::Corrupt(format!("not a capture line: {}", preview(line, 80))),
         };
     };
     if let Some(count) = l.missing {
@@ -99,7 +109,7 @@ pub fn parse_line(line: &str) -> Captured {
             seq: l.seq,
             problem: BadRecord::Corrupt(format!(
                 "stored bytes are not JSON: {}",
-                preview(l.unreadable.as_deref().unwrap_or(""))
+                preview(l.unreadable.as_deref().unwrap_or(""), 80)
             )),
         };
     };
@@ -117,15 +127,6 @@ pub fn parse_line(line: &str) -> Captured {
             problem: BadRecord::Corrupt(e.to_string()),
         },
     }
-}
-
-/// The first 80 characters of `s`, for messages.
-fn preview(s: &str) -> String {
-    let mut p: String = s.chars().take(80).collect();
-    if p.len() < s.len() {
-        p.push('…');
-    }
-    p
 }
 
 /// Why the source failed (the replay stops; bad records do not).
@@ -220,7 +221,7 @@ impl Source {
                 let wait = if stop_at.is_some() { 0 } else { 5_000 };
                 loop {
                     let url = format!("{base}/v1/capture?from={next}&max={max}&wait_ms={wait}");
-                    let body = get_ok(client, &url).await?;
+                    let body = get_ok(client, &url).await?.body;
                     let lines: Vec<String> = body
                         .lines()
                         .filter(|l| !l.trim().is_empty())
@@ -228,14 +229,14 @@ impl Source {
                         .collect();
                     // Sequence numbers are consecutive: a jump means records
                     // were trimmed before we read them, and says so.
-                    if let Some(first) = lines.first().map(|l| parse_line(l).seq())
+                    if let Some(first) = lines.first().map(|l| line_seq(l))
                         && first > *next
                     {
                         let gap = gap_line(*next, first - *next);
                         *next = first;
                         return Ok(vec![gap]);
                     }
-                    if let Some(last) = lines.last().map(|l| parse_line(l).seq()) {
+                    if let Some(last) = lines.last().map(|l| line_seq(l)) {
                         *next = (*next + lines.len() as u64).max(last + 1);
                         return Ok(lines);
                     }
@@ -304,46 +305,30 @@ impl Source {
     }
 }
 
-async fn get_ok(client: &HttpClient, url: &str) -> Result<String, SourceError> {
-    let fail = |cause: String| SourceError::Http {
-        url: url.to_owned(),
-        cause,
-    };
-    let answer = client
-        .call("GET", url, String::new(), Duration::from_secs(30))
+/// Longest wait for one capture page (the server long-polls up to 10 s).
+const PAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `GET url` of the capture endpoint, which must answer 200.
+async fn get_ok(client: &HttpClient, url: &str) -> Result<crate::client::Answer, SourceError> {
+    client
+        .get_ok(url, PAGE_TIMEOUT)
         .await
-        .map_err(|e: CallError| fail(e.to_string()))?;
-    if answer.status != 200 {
-        return Err(fail(format!(
-            "HTTP {}: {}",
-            answer.status,
-            preview(&answer.body)
-        )));
-    }
-    Ok(answer.body)
+        .map_err(|cause| SourceError::Http {
+            url: url.to_owned(),
+            cause,
+        })
 }
 
 /// One past the last sequence number of the capture stream at `base`.
 async fn capture_end(client: &HttpClient, base: &str) -> Result<u64, SourceError> {
     let url = format!("{base}/v1/capture?from=1&max=1");
-    let fail = |cause: String| SourceError::Http {
-        url: url.clone(),
-        cause,
-    };
-    let answer = client
-        .call("GET", &url, String::new(), Duration::from_secs(30))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if answer.status != 200 {
-        return Err(fail(format!(
-            "HTTP {}: {}",
-            answer.status,
-            preview(&answer.body)
-        )));
-    }
-    answer
+    get_ok(client, &url)
+        .await?
         .capture_end
-        .ok_or_else(|| fail("no x-capture-end header (not a capture endpoint?)".into()))
+        .ok_or_else(|| SourceError::Http {
+            url,
+            cause: "no x-capture-end header (not a capture endpoint?)".into(),
+        })
 }
 
 #[cfg(test)]
@@ -391,6 +376,7 @@ mod tests {
                 problem: BadRecord::Corrupt(_)
             }
         ));
+        assert_eq!((line_seq(&line), line_seq("{{{")), (9, 0));
         assert_eq!(
             parse_line(&gap_line(11, 3)),
             Captured::Bad {

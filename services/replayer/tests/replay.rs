@@ -184,11 +184,7 @@ print(json.dumps({"rows": rows, "spec": spec, "mismatch_rows": mismatches}))
 
 #[test]
 fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let client = HttpClient::new();
     let url = |r: &Running| format!("http://{}", r.http);
@@ -199,23 +195,7 @@ fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
     let (requests, writes) = rt.block_on(traffic(&client, &prod_url));
 
     // The tap writes asynchronously: wait until every exchange is in the log.
-    let captured_all = |n: usize| {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let (_, stats) = rt.block_on(call(
-                &client,
-                "GET",
-                &format!("{prod_url}/v1/capture/stats"),
-                "",
-            ));
-            let stats: Value = serde_json::from_str(&stats).unwrap();
-            if stats["written"].as_u64() == Some(n as u64) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "capture incomplete: {stats}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    };
+    let captured_all = |n: usize| wait_captured(&rt, &client, &prod_url, n);
     captured_all(requests);
     let warehouse = dir.path().join("diffs");
     let wh = warehouse.to_str().unwrap();
@@ -522,11 +502,7 @@ fn notify_args(dir: &Path, capture: bool) -> notify::cli::ServeArgs {
 
 #[test]
 fn notify_traffic_replays_to_an_identical_candidate_without_differences() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
     let client = HttpClient::new();
     let start = |name: &str, capture: bool| {
@@ -559,11 +535,7 @@ fn notify_traffic_replays_to_an_identical_candidate_without_differences() {
         assert_eq!(bad.0, 400);
         requests += 3;
     });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while prod_written(&rt, &client, &base) != requests {
-        assert!(Instant::now() < deadline, "capture incomplete");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_captured(&rt, &client, &base, requests);
     let candidate = start("candidate", false);
     let (code, summary, stderr) = replay_bin(&[
         "run",
@@ -589,9 +561,26 @@ fn notify_traffic_replays_to_an_identical_candidate_without_differences() {
     });
 }
 
-fn prod_written(rt: &tokio::runtime::Runtime, client: &HttpClient, base: &str) -> usize {
-    let (_, stats) = rt.block_on(call(client, "GET", &format!("{base}/v1/capture/stats"), ""));
-    serde_json::from_str::<Value>(&stats).unwrap()["written"]
-        .as_u64()
-        .unwrap_or(0) as usize
+/// Waits (up to a minute: the tap's writer runs at idle priority) until
+/// the service at `base` has written exactly `n` captured exchanges.
+fn wait_captured(rt: &tokio::runtime::Runtime, client: &HttpClient, base: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, stats) = rt.block_on(call(client, "GET", &format!("{base}/v1/capture/stats"), ""));
+        let stats: Value = serde_json::from_str(&stats).unwrap();
+        if stats["written"].as_u64() == Some(n as u64) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "capture incomplete: {stats}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The runtime the services under test run on.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
