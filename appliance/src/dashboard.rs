@@ -9,7 +9,8 @@
 //! | `GET` | `/token` | a fresh viewer token (the page renews its own with it after `up` restarted, or before it expires) |
 //! | `GET` | `/v1/ws?token=…&topic=dashboard` | snapshots over WebSocket |
 //! | `GET` | `/v1/sse?token=…&topic=dashboard` | the same over Server-Sent Events (the page's fallback) |
-//! | `GET` | `/v1/status`, `/metrics` | the edge node's connections and counters |
+//! | `GET` | `/v1/status` | the edge node's connections and counters |
+//! | `GET` | `/metrics` | Prometheus: the card, supervisor, fbclockd and this edge node ([`crate::metrics`]) |
 //!
 //! While anyone watches, a sampler takes a snapshot every [`PERIOD`] and
 //! broadcasts it on the topic [`TOPIC`] as one push frame of kind
@@ -94,6 +95,8 @@ pub struct Sources {
     pub ptp: Option<Arc<Stats>>,
     /// TrueTime as fbclockd publishes it.
     pub truetime: Option<fbclock::FbClock>,
+    /// fbclockd's metrics.
+    pub fbclockd: Option<fbclockd::DaemonMetrics>,
     /// The counter service's status.
     pub counter: Option<StatusFn>,
     /// The notification service's status.
@@ -142,10 +145,23 @@ async fn token(State(viewers): State<Arc<Viewers>>) -> Response {
     }
 }
 
+/// `GET /metrics`: what `up` runs, as Prometheus text.
+async fn metrics(
+    State((sources, node, started)): State<(Arc<Sources>, EdgeNode, Instant)>,
+) -> Response {
+    // Reading the card takes microseconds: no need to leave the runtime.
+    let text = crate::metrics::render(&sources, &node, started);
+    (
+        [(header::CONTENT_TYPE, operate::metrics::CONTENT_TYPE)],
+        text,
+    )
+        .into_response()
+}
+
 /// Takes the snapshots.
 struct Sampler {
     /// What to sample.
-    sources: Sources,
+    sources: Arc<Sources>,
     /// When the dashboard started.
     started: Instant,
     /// The previous PTP sample, for message rates.
@@ -313,11 +329,19 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
         key,
         next: AtomicU64::new(1),
     });
+    let sources = Arc::new(sources);
+    let started = Instant::now();
+    let scrape = (sources.clone(), node.clone(), started);
     let app = Router::new()
         .route("/", get(page))
         .route("/token", get(token))
         .with_state(viewers)
-        .merge(push::http::router(processor));
+        .merge(
+            Router::new()
+                .route("/metrics", get(metrics))
+                .with_state(scrape),
+        )
+        .merge(push::http::api_routes(processor));
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let write_timeout = node.config().write_timeout;
     runtime.spawn(async move {
@@ -336,7 +360,7 @@ pub fn start(addr: SocketAddr, sources: Sources) -> Result<ServiceComponent> {
         node.clone(),
         Sampler {
             sources,
-            started: Instant::now(),
+            started,
             previous_ptp: None,
             seq: 0,
         },

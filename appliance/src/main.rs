@@ -17,26 +17,20 @@ mod device;
 mod duration;
 mod exit;
 mod live;
+mod metrics;
 mod render;
 mod signals;
 mod simulator;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
-
-use clap::Parser as _;
-use tracing_subscriber::EnvFilter;
 
 /// Parses the command line, sets up logging and Ctrl-C, runs the command and maps errors to exit codes.
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
-    // The filter was validated while parsing.
-    let filter = EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    let cli: cli::Cli = operate::config::parse();
+    if let Err(e) = cli.log.init("warn") {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = signals::install() {
         tracing::warn!(error = %e, "cannot install the Ctrl-C handler; Ctrl-C will end the process abruptly");
     }

@@ -3,6 +3,7 @@
 //! sim` process in the background).
 
 use std::io::{BufRead as _, BufReader};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +26,16 @@ fn stdout(o: &Output) -> String {
 /// Stderr of a finished command as text.
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether this process runs as root (can switch to another user).
+fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|uids| uids.split_whitespace().next())
+        == Some("0")
 }
 
 /// A scratch directory, removed on drop.
@@ -178,6 +189,24 @@ fn a_simulator_process_serves_status_faults_and_cleans_up() {
         .collect();
     assert!(banner.iter().any(|l| l.contains("GNSS tty")), "{banner:?}");
     assert!(bar.exists() && link.exists());
+    // Fault injection is writing to the card's file: only its owner may.
+    let mode = std::fs::metadata(&bar).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the simulator's file is private");
+    if running_as_root() {
+        let o = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_timecard"))
+            .args(["sim", "fault", "--bar", bar_arg, "gnss-loss"])
+            .output()
+            .expect("setpriv (util-linux, installed by scripts/test.sh)");
+        assert!(
+            !o.status.success() && stderr(&o).contains("Permission denied"),
+            "another user injected a fault: {}",
+            stderr(&o)
+        );
+    } else {
+        eprintln!("not root: cannot try fault injection as another user");
+    }
 
     let v = status_json(&bar);
     assert_eq!(v["device"], format!("sim:{bar_arg}"));
@@ -240,9 +269,13 @@ fn up_goes_from_unsynced_to_in_sync() {
     let grpc = format!("127.0.0.1:{}", ports[0]);
     let notify_grpc = format!("127.0.0.1:{}", ports[2]);
     let data = format!("embedded:{}", dir.path("data").display());
+    // `up` creates the API token file; the CLI clients read it.
+    let token = dir.path("api-token").display().to_string();
     let child = timecard()
         .args([
             "up",
+            "--api-token-file",
+            &token,
             "--duration",
             "18s",
             "--ptp-port",
@@ -274,7 +307,16 @@ fn up_goes_from_unsynced_to_in_sync() {
     let t0 = Instant::now();
     let added = loop {
         let a = run(&[
-            "counter", "add", "likes", "up-test", "2", "--get", "--server", &grpc,
+            "counter",
+            "add",
+            "likes",
+            "up-test",
+            "2",
+            "--get",
+            "--server",
+            &grpc,
+            "--api-token-file",
+            &token,
         ]);
         if a.status.success() {
             break stdout(&a);
@@ -287,6 +329,15 @@ fn up_goes_from_unsynced_to_in_sync() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert!(added.starts_with("2 (accurate)"), "{added}");
+    // Without the token state-changing calls are refused, and not counted.
+    let refused = run(&["counter", "add", "likes", "up-test", "5", "--server", &grpc]);
+    assert!(
+        !refused.status.success() && stderr(&refused).contains("Authorization: Bearer"),
+        "{}",
+        stderr(&refused)
+    );
+    let mode = std::fs::metadata(&token).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the generated token file is private");
     let got = run(&["counter", "get", "likes", "up-test", "--server", &grpc]);
     assert_eq!(stdout(&got).trim(), "2 (accurate)", "{}", stderr(&got));
     // The notification pipeline: an event, the member's device pulls it.
@@ -301,6 +352,8 @@ fn up_goes_from_unsynced_to_in_sync() {
         r#"{"match":"final"}"#,
         "--server",
         &notify_grpc,
+        "--api-token-file",
+        &token,
     ]);
     assert!(
         stdout(&published).contains("accepted: priority high"),
@@ -468,6 +521,8 @@ fn doctor_gives_one_line_per_check_with_a_fix() {
         "ptp ports",
         "hardware timestamping",
         "fbclock",
+        "card vs system",
+        "ptp vs system",
     ];
     for name in names {
         assert!(
@@ -505,6 +560,26 @@ fn doctor_gives_one_line_per_check_with_a_fix() {
             assert!(line.starts_with("skip"), "{line}");
         }
     }
+    // Without --card and without TrueTime the clock comparisons say why not.
+    for name in ["card vs system", "ptp vs system"] {
+        let line = text.lines().find(|l| l.contains(name)).unwrap();
+        assert!(line.starts_with("skip"), "{line}");
+    }
+    // Every non-loopback interface is named with what it timestamps.
+    let hw = text
+        .lines()
+        .find(|l| l.contains("hardware timestamping"))
+        .unwrap();
+    for iface in std::fs::read_dir("/sys/class/net").unwrap().flatten() {
+        let name = iface.file_name().to_string_lossy().into_owned();
+        if name != "lo" {
+            assert!(hw.contains(&format!("{name}: ")), "{name} missing: {hw}");
+        }
+    }
+    assert!(
+        hw.starts_with("ok") == hw.contains("hardware TX+RX, PHC /dev/ptp"),
+        "{hw}"
+    );
     let o = run(&[
         "doctor",
         "--json",
@@ -518,5 +593,256 @@ fn doctor_gives_one_line_per_check_with_a_fix() {
         checks
             .iter()
             .all(|c| ["ok", "warn", "fail", "skip"].contains(&c["status"].as_str().unwrap()))
+    );
+}
+
+/// Starts `timecard sim --bar BAR` (output beside it) and waits for its banner.
+fn start_sim(bar: &Path, duration: &str) -> Killed {
+    let log = bar.with_extension("out");
+    let child = timecard()
+        .args([
+            "sim",
+            "--bar",
+            bar.to_str().unwrap(),
+            "--duration",
+            duration,
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start timecard sim");
+    let child = Killed(child);
+    wait_for(Duration::from_secs(20), "the simulator's banner", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.contains("Stops after").then_some(())
+    });
+    child
+}
+
+/// A child process killed and reaped on drop, whatever the test did.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
+fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The doctor's line for check `name`.
+fn doctor_line(o: &Output, name: &str) -> String {
+    stdout(o)
+        .lines()
+        .find(|l| l.len() > 5 && l[5..].starts_with(name))
+        .unwrap_or_else(|| panic!("no {name} line in:\n{}", stdout(o)))
+        .to_owned()
+}
+
+#[test]
+fn doctor_compares_the_card_and_ptp_clocks_with_the_system() {
+    let dir = Scratch::new("doctor-clocks");
+    let bar = dir.path("card.bar");
+    let _sim = start_sim(&bar, "60s");
+    let device = format!("sim:{}", bar.display());
+    // Bring the card up once (init, as ptp_ocp's probe), then leave it alone.
+    let o = run(&["watch", "--device", &device, "--count", "1"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let truth = timecard_sim::Sim::open_file(&bar).expect("open the simulator");
+    wait_for(Duration::from_secs(30), "the card in sync", || {
+        truth.snapshot().in_sync.then_some(())
+    });
+    let fb = dir.path("fbclock");
+    let fb_arg = fb.to_str().unwrap();
+    let o = run(&["doctor", "--card", &device, "--fbclock", fb_arg]);
+    let line = doctor_line(&o, "card vs system");
+    assert!(line.starts_with("ok"), "{line}");
+    assert!(
+        line.contains("TAI − 37 s") && line.contains("card in sync"),
+        "{line}"
+    );
+
+    // PTP: a TrueTime record on CLOCK_REALTIME, 10 µs bound, agreeing with the system.
+    let publisher = fbclock::Publisher::create(&fb, libc::CLOCK_REALTIME as u32).unwrap();
+    let publish = |offset_ns: i64| {
+        let now = fbclock::clock_ns(libc::CLOCK_REALTIME as u32);
+        publisher.publish(&fbclock::Snapshot {
+            anchor_sys_ns: now,
+            anchor_tai_ns: now + 37_000_000_000 + offset_ns,
+            ingress_sys_ns: now,
+            error_bound_ns: 10_000,
+            utc_pre_s: 37,
+            utc_post_s: 37,
+            flags: fbclock::layout::FLAG_SYNCED,
+            ..fbclock::Snapshot::default()
+        });
+    };
+    publish(0);
+    let o = run(&["doctor", "--card", &device, "--fbclock", fb_arg]);
+    let line = doctor_line(&o, "ptp vs system");
+    assert!(
+        line.starts_with("ok") && line.contains("inside TrueTime"),
+        "{line}"
+    );
+    // PTP says the system clock is 5 ms off: outside the window, WARN with a fix.
+    publish(5_000_000);
+    let o = run(&["doctor", "--card", &device, "--fbclock", fb_arg]);
+    let line = doctor_line(&o, "ptp vs system");
+    assert!(
+        line.starts_with("WARN") && line.contains(" — fix: "),
+        "{line}"
+    );
+
+    // GNSS time of day jumps 5 s and nothing supervises the card: the FPGA
+    // follows it, and the doctor fails the comparison.
+    let o = run(&[
+        "sim",
+        "fault",
+        "--bar",
+        bar.to_str().unwrap(),
+        "time-jump",
+        "--seconds",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    wait_for(Duration::from_secs(10), "the card 5 s off", || {
+        let e = truth.snapshot().card_error_ns;
+        ((e - 5_000_000_000).abs() < 1_000_000).then_some(())
+    });
+    let o = run(&["doctor", "--card", &device, "--fbclock", fb_arg]);
+    let line = doctor_line(&o, "card vs system");
+    // About +5 s (the card was in sync with its error in ns before the jump).
+    assert!(
+        line.starts_with("FAIL")
+            && (line.contains("card − system +4.99") || line.contains("card − system +5.00")),
+        "{line}"
+    );
+    assert!(line.contains("whole seconds"), "{line}");
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+}
+
+#[test]
+fn config_check_prints_ok_or_each_problem_at_its_line() {
+    let dir = Scratch::new("config-check");
+    let good = dir.path("fbclockd.toml");
+    std::fs::write(
+        &good,
+        "# fbclockd\nserver = \"127.0.0.1:319\"\ninterval = \"1s\"\narb-is-utc = false\n",
+    )
+    .unwrap();
+    let ptp = dir.path("ptp-server.toml");
+    std::fs::write(&ptp, "ip = \"127.0.0.1\"\nworkers = 2\n").unwrap();
+    let o = run(&[
+        "config",
+        "check",
+        good.to_str().unwrap(),
+        ptp.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o),
+        format!("{}: ok\n{}: ok\n", good.display(), ptp.display())
+    );
+
+    // A syntax error, an unknown key and a bad value, each on its own line.
+    let bad = dir.path("counter.toml");
+    std::fs::write(
+        &bad,
+        "# counter\ngrpc = \"127.0.0.1:7340\"\nhttp = \"127.0.0.1:7341\"\n\
+         namespase = [\"views=eventual\"]\naccept-limit-ms = \"soon\"\ngrace-ms = = 5\n",
+    )
+    .unwrap();
+    let o = run(&["config", "check", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let b = bad.display();
+    // TOML syntax is checked first: only the syntax errors are reported.
+    let text = stdout(&o);
+    assert!(text.starts_with(&format!("{b}:6:12: extra `=`")), "{text}");
+    assert!(
+        text.lines().all(|l| l.starts_with(&format!("{b}:6:"))),
+        "{text}"
+    );
+    std::fs::write(
+        &bad,
+        "# counter\ngrpc = \"127.0.0.1:7340\"\nhttp = \"127.0.0.1:7341\"\n\
+         namespase = [\"views=eventual\"]\naccept-limit-ms = \"soon\"\n",
+    )
+    .unwrap();
+    let o = run(&[
+        "config",
+        "check",
+        bad.to_str().unwrap(),
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!("{b}:4:1: unknown key `namespase` (did you mean `namespace`?)")
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{b}:5:19: `accept-limit-ms`: invalid value 'soon'"
+        )),
+        "{}",
+        lines[1]
+    );
+    assert_eq!(lines[2], format!("{}: ok", good.display()));
+    assert!(
+        stderr(&o).contains("1 of 2 config file(s) have problems"),
+        "{}",
+        stderr(&o)
+    );
+
+    // ptp-server files go through ptp-server's own loader.
+    std::fs::write(&ptp, "ip = \"127.0.0.1\"\nwrokers = 2\n").unwrap();
+    let o = run(&["config", "check", ptp.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let p = ptp.display();
+    assert!(
+        stdout(&o).starts_with(&format!("{p}:2:1: unknown field `wrokers`")),
+        "{}",
+        stdout(&o)
+    );
+
+    // The daemon comes from the name, or from --for.
+    let other = dir.path("staging.toml");
+    std::fs::write(&other, "heartbeat = \"30s\"\n").unwrap();
+    let o = run(&["config", "check", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--for"), "{}", stderr(&o));
+    let o = run(&["config", "check", "--for", "push", other.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}
+
+#[test]
+fn a_service_with_a_bad_config_value_stops_at_its_line_before_starting() {
+    let dir = Scratch::new("config-serve");
+    let file = dir.path("counter.toml");
+    std::fs::write(&file, "insecure = true\ngrpc = \"nowhere\"\n").unwrap();
+    let o = run(&["counter", "serve", "--config", file.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "{}:2:8: `grpc`: invalid value 'nowhere'",
+            file.display()
+        )),
+        "{}",
+        stderr(&o)
     );
 }

@@ -1,5 +1,7 @@
 //! The subcommands, one module each, and the dispatch from the parsed command line.
 
+pub mod chrony;
+pub mod config;
 pub mod doctor;
 pub mod linearizability;
 pub mod list;
@@ -28,6 +30,7 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             refuse_device(device.as_ref(), "list", "it scans the PCI bus")?;
             list::run(&timecard_driver::discover::Sysfs::system(), &args, out)
         }
+        Command::Chrony(args) => chrony::run(&device.unwrap_or(DeviceSpec::Embedded), &args, out),
         Command::Status(args) => status::run(&device.unwrap_or(DeviceSpec::Embedded), &args, out),
         Command::Watch(args) => watch::run(
             &device.unwrap_or(DeviceSpec::Embedded),
@@ -44,8 +47,16 @@ pub fn run(cli: Cli, out: &mut dyn Write) -> Result<()> {
             sim::run(args, out)
         }
         Command::Up(args) => up::run(device.as_ref(), &args, terminal, out),
+        Command::Config(crate::cli::ConfigCommand::Check(args)) => {
+            refuse_device(device.as_ref(), "config", "it checks files")?;
+            config::run(&args, out)
+        }
         Command::Doctor(args) => {
-            refuse_device(device.as_ref(), "doctor", "it checks the whole machine")?;
+            refuse_device(
+                device.as_ref(),
+                "doctor",
+                "it checks the whole machine; `--card DEV` compares a card's clock with the system's",
+            )?;
             doctor::run(&args, out)
         }
         Command::Linearizability(args) => {

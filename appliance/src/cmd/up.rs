@@ -126,7 +126,7 @@ impl Drop for TrueTimeDaemon {
 fn start_fbclock(
     server: std::net::SocketAddr,
     path: &std::path::Path,
-) -> Result<(TrueTimeDaemon, fbclock::FbClock)> {
+) -> Result<(TrueTimeDaemon, fbclock::FbClock, fbclockd::DaemonMetrics)> {
     let clock: Arc<dyn fbclockd::LocalClock> = Arc::new(fbclockd::SystemClock);
     // Without root, /run is not writable: publish in the temporary directory instead.
     let fallback = std::env::temp_dir().join("timecard-fbclock");
@@ -148,6 +148,7 @@ fn start_fbclock(
     config.interval = std::time::Duration::from_millis(250);
     let handle = fbclockd::Daemon::spawn(config, clock, publisher).context("starting fbclockd")?;
     let client = handle.client();
+    let metrics = handle.metrics();
     Ok((
         TrueTimeDaemon {
             handle: Some(handle),
@@ -155,6 +156,7 @@ fn start_fbclock(
             server,
         },
         client,
+        metrics,
     ))
 }
 
@@ -251,15 +253,39 @@ fn fallback_note(fallback: bool) -> &'static str {
     }
 }
 
+/// The services' access policy: `--insecure`, or the token file given with
+/// `--api-token-file` or `$TMPDIR/timecard-data/api-token`, created with a
+/// fresh token when missing. Returns the policy and a line for the banner.
+fn services_access(args: &access::AccessArgs) -> Result<(access::AccessArgs, String)> {
+    if args.insecure {
+        return Ok((
+            access::AccessArgs::insecure(),
+            "--insecure: state-changing calls are accepted without a token".to_owned(),
+        ));
+    }
+    let path = args
+        .api_token_file
+        .clone()
+        .unwrap_or_else(|| std::env::temp_dir().join("timecard-data").join("api-token"));
+    access::ensure_token_file(&path)?;
+    let line = format!(
+        "state-changing calls need the token in {0} (clients: --api-token-file {0}; curl -H \"Authorization: Bearer $(cat {0})\")",
+        path.display()
+    );
+    Ok((access::AccessArgs::token_file(path), line))
+}
+
 /// Starts the counter service; TrueTime from `truetime` when fbclockd runs.
 fn start_counter(
     args: &crate::cli::CounterArgs,
+    access: &access::AccessArgs,
     truetime: Option<&fbclock::FbClock>,
 ) -> Result<ServiceComponent> {
     let mut serve = counter::cli::ServeArgs {
         grpc: args.counter_grpc,
         http: args.counter_http,
         memcached: args.counter_memcached,
+        access: access.clone(),
         ..counter::cli::ServeArgs::defaults()
     };
     serve.common.backend = args.counter_backend.clone().unwrap_or_else(default_backend);
@@ -304,11 +330,13 @@ fn start_counter(
 /// Starts the notification pipeline; TrueTime from `truetime` when fbclockd runs.
 fn start_notify(
     args: &crate::cli::NotifyArgs,
+    access: &access::AccessArgs,
     truetime: Option<&fbclock::FbClock>,
 ) -> Result<ServiceComponent> {
     let mut serve = notify::cli::ServeArgs {
         grpc: args.notify_grpc,
         http: args.notify_http,
+        access: access.clone(),
         ..notify::cli::ServeArgs::defaults()
     };
     serve.common.backend = args.notify_backend.clone().unwrap_or_else(default_backend);
@@ -470,6 +498,7 @@ fn serve(
     let mut shared = None;
     let mut stats = None;
     let mut truetime = None;
+    let mut fbclockd = None;
     if !args.ptp.no_ptp {
         let ptp = start_ptp(card.card.clone(), args)?;
         shared = Some(ptp.source.source());
@@ -477,22 +506,29 @@ fn serve(
         let event = ptp.server.event_addr();
         components.push(Box::new(ptp));
         if !args.no_fbclock {
-            let (daemon, client) = start_fbclock(event, &args.fbclock_shm)?;
+            let (daemon, client, metrics) = start_fbclock(event, &args.fbclock_shm)?;
             truetime = Some(client);
+            fbclockd = Some(metrics);
             components.push(Box::new(daemon));
         }
     }
     let counter_on = !args.counter.no_counter;
+    let notify_on = !args.notify.no_notify;
+    let access = if counter_on || notify_on {
+        Some(services_access(&args.access)?)
+    } else {
+        None
+    };
+    let services_access = access.as_ref().map(|(a, _)| a).cloned().unwrap_or_default();
     let mut counter_status = None;
     if counter_on {
-        let counter = start_counter(&args.counter, truetime.as_ref())?;
+        let counter = start_counter(&args.counter, &services_access, truetime.as_ref())?;
         counter_status = Some(counter.status.clone());
         components.push(Box::new(counter));
     }
-    let notify_on = !args.notify.no_notify;
     let mut notify_status = None;
     if notify_on {
-        let notify = start_notify(&args.notify, truetime.as_ref())?;
+        let notify = start_notify(&args.notify, &services_access, truetime.as_ref())?;
         notify_status = Some(notify.status.clone());
         components.push(Box::new(notify));
     }
@@ -506,6 +542,7 @@ fn serve(
                 supervisor: shared.clone(),
                 ptp: stats.clone(),
                 truetime: truetime.clone(),
+                fbclockd,
                 counter: counter_status,
                 notify: notify_status,
             },
@@ -534,6 +571,9 @@ fn serve(
     );
     for c in components.iter() {
         banner.push_str(&format!("  {:<10} {}\n", c.name(), c.summary()));
+    }
+    if let Some((_, line)) = &access {
+        banner.push_str(&format!("  {:<10} {line}\n", "api"));
     }
     if let Some(tty) = card.card.gnss_serial() {
         banner.push_str(&format!(

@@ -10,16 +10,18 @@
 //!   [`Config::publish_interval`] (10 ms) so clients never extrapolate far.
 //!
 //! Both publish under the estimator's lock, so the seqlock keeps its single
-//! writer. [`DaemonHandle`] reports [`DaemonStatus`] ([`StatusSource`]),
-//! hands out in-process [`fbclock::FbClock`] readers and stops gracefully.
+//! writer. [`DaemonHandle`] reports [`DaemonStatus`] ([`StatusSource`])
+//! and Prometheus metrics ([`DaemonMetrics`]), hands out in-process
+//! [`fbclock::FbClock`] readers and stops gracefully.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use fbclock::{FbClock, Publisher};
+use operate::metrics::Exposition;
 use ptp_proto::{ClockIdentity, PortIdentity};
 
 use crate::client::{
@@ -177,6 +179,8 @@ struct Shared {
     wake: (Mutex<()>, Condvar),
     /// The grandmaster last written to the header.
     gm_written: Mutex<Option<(u64, u8, u8)>>,
+    /// Records written to shared memory.
+    shm_writes: AtomicU64,
 }
 
 impl Shared {
@@ -203,6 +207,7 @@ impl Shared {
     fn publish(&self, est: &Estimator) {
         let now = self.clock.now_ns();
         self.publisher.publish(&est.snapshot(now));
+        self.shm_writes.fetch_add(1, Ordering::Relaxed);
         if let Some(gm) = est.grandmaster() {
             let q = (gm.identity, gm.clock_class, gm.clock_accuracy);
             let mut w = self
@@ -213,6 +218,32 @@ impl Shared {
                 self.publisher.set_grandmaster(q.0, q.1, q.2);
                 *w = Some(q);
             }
+        }
+    }
+
+    /// The daemon's status now.
+    fn status(&self) -> DaemonStatus {
+        let est = self.estimator();
+        let now = self.clock.now_ns();
+        let gm = est.grandmaster();
+        let last = est.last();
+        let snap = est.snapshot(now);
+        DaemonStatus {
+            state: est.state(now),
+            gm_identity: gm.map(|g| ClockIdentity::from_u64(g.identity).to_string()),
+            gm_clock_class: gm.map(|g| g.clock_class),
+            gm_clock_accuracy: gm.map(|g| g.clock_accuracy),
+            server: self.config.transport.server.to_string(),
+            last_offset_ns: last.map(|(m, _)| m.offset_ns),
+            last_path_delay_ns: last.map(|(m, _)| (m.delay_ns / 2.0).round() as i64),
+            recent_offsets_ns: est.recent_offsets_ns(),
+            error_bound_ns: snap.error_bound_ns,
+            holdover_ns_per_s: if snap.flags == 0 {
+                0.0
+            } else {
+                snap.holdover_ns_per_s
+            },
+            exchanges: est.counters(),
         }
     }
 
@@ -260,6 +291,7 @@ impl Daemon {
             stop: AtomicBool::new(false),
             wake: (Mutex::new(()), Condvar::new()),
             gm_written: Mutex::new(None),
+            shm_writes: AtomicU64::new(0),
         });
         shared.publish(&shared.estimator());
         let s = shared.clone();
@@ -423,6 +455,14 @@ impl DaemonHandle {
         self.shared.counters.snapshot()
     }
 
+    /// The daemon's Prometheus metrics, for scrapes from any thread.
+    #[must_use]
+    pub fn metrics(&self) -> DaemonMetrics {
+        DaemonMetrics {
+            shared: self.shared.clone(),
+        }
+    }
+
     /// How often the model restarted (new grandmaster, contradiction).
     #[must_use]
     pub fn model_resets(&self) -> u64 {
@@ -461,27 +501,110 @@ impl Drop for DaemonHandle {
 
 impl StatusSource for DaemonHandle {
     fn status(&self) -> DaemonStatus {
-        let est = self.shared.estimator();
-        let now = self.shared.clock.now_ns();
-        let gm = est.grandmaster();
-        let last = est.last();
-        let snap = est.snapshot(now);
-        DaemonStatus {
-            state: est.state(now),
-            gm_identity: gm.map(|g| ClockIdentity::from_u64(g.identity).to_string()),
-            gm_clock_class: gm.map(|g| g.clock_class),
-            gm_clock_accuracy: gm.map(|g| g.clock_accuracy),
-            server: self.shared.config.transport.server.to_string(),
-            last_offset_ns: last.map(|(m, _)| m.offset_ns),
-            last_path_delay_ns: last.map(|(m, _)| (m.delay_ns / 2.0).round() as i64),
-            recent_offsets_ns: est.recent_offsets_ns(),
-            error_bound_ns: snap.error_bound_ns,
-            holdover_ns_per_s: if snap.flags == 0 {
-                0.0
-            } else {
-                snap.holdover_ns_per_s
-            },
-            exchanges: est.counters(),
+        self.shared.status()
+    }
+}
+
+/// The daemon's Prometheus metrics (`timecard_fbclockd_*`): a cheap handle
+/// for scrapes from any thread, from [`DaemonHandle::metrics`].
+#[derive(Clone, Debug)]
+pub struct DaemonMetrics {
+    shared: Arc<Shared>,
+}
+
+impl DaemonMetrics {
+    /// Writes fbclockd's families into `m` (under fbclockd's names, whoever
+    /// else `m` is for).
+    pub fn write(&self, m: &mut Exposition) {
+        let s = &self.shared;
+        let st = s.status();
+        let t = s.counters.snapshot();
+        let seconds = |ns: i64| ns as f64 / 1e9;
+        m.daemon("fbclockd", env!("CARGO_PKG_VERSION"));
+        let mut f = m.gauge(
+            "sync_state",
+            "1 for the daemon's sync state (unsynced, synced, holdover), 0 for the others.",
+        );
+        for (state, name) in [
+            (SyncState::Unsynced, "unsynced"),
+            (SyncState::Synced, "synced"),
+            (SyncState::Holdover, "holdover"),
+        ] {
+            f.sample(&[("state", name)], st.state == state);
+        }
+        let mut f = m.gauge(
+            "window_of_uncertainty_seconds",
+            "Width of the published TrueTime interval (latest - earliest) now; none while unsynced.",
+        );
+        if st.state != SyncState::Unsynced {
+            f.value(2.0 * f64::from(st.error_bound_ns) / 1e9);
+        }
+        let mut f = m.gauge(
+            "offset_seconds",
+            "Last measured offset of the local clock from TAI (local - TAI).",
+        );
+        if let Some(o) = st.last_offset_ns {
+            f.value(seconds(o));
+        }
+        let mut f = m.gauge("path_delay_seconds", "Last measured mean path delay.");
+        if let Some(d) = st.last_path_delay_ns {
+            f.value(seconds(d));
+        }
+        let mut f = m.gauge(
+            "grandmaster_clock_class",
+            "The grandmaster's clockClass from its Announce.",
+        );
+        if let Some(c) = st.gm_clock_class {
+            f.value(c);
+        }
+        let e = st.exchanges;
+        m.counter("exchange_attempts_total", "PTP exchanges started.")
+            .value(e.attempted);
+        m.counter(
+            "exchanges_total",
+            "PTP exchanges finished: accepted into the model, rejected by a filter, lost (no answer in time).",
+        )
+        .sample(&[("result", "accepted")], e.accepted)
+        .sample(&[("result", "rejected")], e.rejected)
+        .sample(&[("result", "lost")], e.lost);
+        m.counter(
+            "model_resets_total",
+            "Times the model restarted (new grandmaster, contradiction).",
+        )
+        .value(s.estimator().resets());
+        m.counter("shm_writes_total", "Records written to shared memory.")
+            .value(s.shm_writes.load(Ordering::Relaxed));
+        for (name, help, v) in [
+            ("received_packets_total", "Datagrams received.", t.received),
+            (
+                "malformed_packets_total",
+                "Malformed datagrams.",
+                t.malformed,
+            ),
+            (
+                "unmatched_packets_total",
+                "Messages matching no pending exchange.",
+                t.unmatched,
+            ),
+            (
+                "tx_timestamps_missing_total",
+                "Missing TX timestamps.",
+                t.tx_timestamp_missing,
+            ),
+            ("send_errors_total", "Failed sends.", t.send_errors),
+            ("unicast_grants_total", "Unicast grants received.", t.grants),
+            (
+                "unicast_denials_total",
+                "Unicast denials received.",
+                t.denials,
+            ),
+            (
+                "unicast_cancels_total",
+                "Unicast cancels received.",
+                t.cancels,
+            ),
+        ] {
+            m.counter(name, help).value(v);
         }
     }
 }

@@ -18,7 +18,8 @@
 //!   [`Exchange`]s.
 //! - [`daemon`] — threads: [`Daemon::spawn`] runs the exchange loop and a
 //!   100 Hz publisher; the [`DaemonHandle`] reports [`status::DaemonStatus`]
-//!   and stops gracefully.
+//!   and Prometheus metrics ([`DaemonMetrics`], `timecard_fbclockd_*`) and
+//!   stops gracefully.
 //! - [`harness`] — a deterministic simulation of a grandmaster on a
 //!   simulated Time Card and many hosts, checking that every published
 //!   interval contains true time (linearizability, commit wait).
@@ -35,6 +36,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod daemon;
@@ -45,5 +47,5 @@ pub mod live;
 pub mod status;
 
 pub use clock::{DriftHandle, DriftingClock, LocalClock, SystemClock};
-pub use daemon::{Config, Daemon, DaemonError, DaemonHandle, Mode};
+pub use daemon::{Config, Daemon, DaemonError, DaemonHandle, DaemonMetrics, Mode};
 pub use estimator::{Estimator, EstimatorConfig, Exchange};

@@ -1,18 +1,15 @@
 //! `fbclockd`: the TrueTime daemon.
 #![forbid(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
-use fbclockd::estimator::ArbTimescale;
+use fbclockd::cli::Args;
 use fbclockd::status::StatusSource;
-use fbclockd::{Config, Daemon, LocalClock, Mode, SystemClock};
+use fbclockd::{Daemon, LocalClock, SystemClock};
 
 /// Exit code for a bad invocation (sysexits EX_USAGE).
 const EX_USAGE: u8 = 64;
@@ -21,200 +18,8 @@ const EX_UNAVAILABLE: u8 = 69;
 /// Exit code when the shared-memory file cannot be created (EX_CANTCREAT).
 const EX_CANTCREAT: u8 = 73;
 
-/// TrueTime daemon: keeps a model of TAI against this host's
-/// CLOCK_MONOTONIC_RAW from PTP exchanges with a grandmaster and publishes
-/// it, with a strict error bound, in shared memory for fbclock clients.
-///
-/// Clients get [earliest, latest] with one clock_gettime: the bound is
-/// half the measured round trip (valid for any path asymmetry) plus the
-/// grandmaster's announced accuracy plus timestamping error, growing between
-/// exchanges by --max-drift-ppb plus the rate fit's uncertainty. The daemon
-/// never adjusts any clock.
-#[derive(Debug, Parser)]
-#[command(
-    version,
-    after_help = "\
-Examples:
-  fbclockd --server 10.0.0.1:319                      SPTP to ptp4u / ptp-server
-  fbclockd --mode unicast --server 10.0.0.1:319       negotiated unicast to ptp4l (binds 319/320)
-  fbclockd --server 127.0.0.1:3190 --general-port 3191 --shm /tmp/fbclock --interval 250ms
-
-Read it: fbclock::FbClock::open(PATH)?.now() (Rust), fbclock_gettime() (C).
-The bound holds as long as the local oscillator's frequency stays within
---max-drift-ppb of its recent average and the grandmaster is within its
-announced clockAccuracy; an unknown accuracy (0xFE) publishes no data.
-SIGTERM/SIGINT stop the daemon; the record then goes stale for readers."
-)]
-struct Args {
-    /// The grandmaster's event address (IP:port, normally port 319). SPTP
-    /// sends its Delay_Req here; negotiated unicast sends Delay_Req here and
-    /// Signaling to the same IP at --general-port.
-    #[arg(long, default_value = "127.0.0.1:319")]
-    server: SocketAddr,
-    /// The grandmaster's general port (320): unicast negotiation goes there.
-    #[arg(long, default_value_t = 320)]
-    general_port: u16,
-    /// `sptp`: one Delay_Req, answered by Sync + Announce (ptp4u, ptp-server).
-    /// `unicast`: IEEE 1588 negotiated unicast with Sync/Follow_Up and
-    /// Delay_Req/Delay_Resp (linuxptp ptp4l as master; binds local 319/320
-    /// because ptp4l always sends there).
-    #[arg(long, value_enum, default_value_t = CliMode::Sptp)]
-    mode: CliMode,
-    /// Shared-memory file to publish (world-readable, 128 bytes).
-    #[arg(long, default_value = fbclock::DEFAULT_PATH)]
-    shm: PathBuf,
-    /// Exchange interval: `1s`, `250ms`, `1/16s`, `0.5` (seconds); 1/16 s to
-    /// 64 s. Negotiated unicast rounds it to a power of two.
-    #[arg(long, default_value = "1s", value_parser = parse_interval)]
-    interval: Duration,
-    /// Assumed bound on how far the local oscillator's frequency wanders from
-    /// its recent average, ppb (= ns of extra error per second without an
-    /// exchange). 20000 (20 ppm) covers ordinary crystals with temperature
-    /// swings; lower it only for a stabilised oscillator.
-    #[arg(long, default_value_t = 20_000.0)]
-    max_drift_ppb: f64,
-    /// Assumed bound on the local oscillator's frequency error before a rate
-    /// is measured, ppb (500 ppm: the kernel's limit for CLOCK_REALTIME).
-    #[arg(long, default_value_t = 500_000.0)]
-    max_frequency_error_ppb: f64,
-    /// Timestamping error beyond added delay (clock read granularity, the
-    /// CLOCK_REALTIME to CLOCK_MONOTONIC_RAW mapping), ns.
-    #[arg(long, default_value_t = 1_000.0)]
-    timestamp_error_ns: f64,
-    /// Time error growth of a grandmaster in holdover (clockClass 7), ppb;
-    /// PTP does not announce it.
-    #[arg(long, default_value_t = 100.0)]
-    gm_holdover_ppb: f64,
-    /// Accepted exchanges in the least-squares rate fit.
-    #[arg(long, default_value_t = 8)]
-    rate_window: usize,
-    /// A round trip within this many ns of the recent minimum is never
-    /// rejected as a spike (the filter rejects above 3x the minimum; with
-    /// software timestamps the minimum is a few µs and jitter of a few µs
-    /// is not congestion). 0 = pure 3x rule.
-    #[arg(long, default_value_t = 10_000.0)]
-    spike_floor_ns: f64,
-    /// The grandmaster's ARB (non-PTP) timescale is UTC, as with linuxptp's
-    /// `ptp4l -S` serving CLOCK_REALTIME: add its currentUtcOffset to get
-    /// TAI. Without this flag ARB time is published as it is.
-    #[arg(long)]
-    arb_is_utc: bool,
-    /// PTP domain.
-    #[arg(long, default_value_t = 0)]
-    domain: u8,
-    /// Local address to bind (default: any, of the server's family).
-    #[arg(long)]
-    local_ip: Option<IpAddr>,
-    /// Local event port (default: ephemeral for SPTP, 319 for unicast).
-    #[arg(long)]
-    local_event_port: Option<u16>,
-    /// Local general port (default: none for SPTP, 320 for unicast).
-    #[arg(long)]
-    local_general_port: Option<u16>,
-    /// Our portNumber (default 256 for SPTP, so the Announce comes back to
-    /// the event socket; 1 for unicast).
-    #[arg(long)]
-    port_number: Option<u16>,
-    /// How long to wait for the answers to one request: `200ms`.
-    #[arg(long, default_value = "200ms", value_parser = parse_interval_any)]
-    exchange_timeout: Duration,
-    /// Unicast grant duration to request, s (renewed at half).
-    #[arg(long, default_value_t = 60)]
-    unicast_duration: u32,
-    /// Stop after this many seconds (tests, demos).
-    #[arg(long)]
-    duration: Option<f64>,
-    /// Log filter (`info`, `debug`, `fbclockd=debug`, …).
-    #[arg(long, default_value = "info")]
-    log_level: String,
-}
-
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum CliMode {
-    Sptp,
-    Unicast,
-}
-
-/// `1s`, `250ms`, `500us`, `1/16s`, `0.5` (s).
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let value = match num.split_once('/') {
-        Some((a, b)) => {
-            let a: f64 = a.trim().parse().map_err(|e| format!("{s}: {e}"))?;
-            let b: f64 = b.trim().parse().map_err(|e| format!("{s}: {e}"))?;
-            a / b
-        }
-        None => num.trim().parse().map_err(|e| format!("{s}: {e}"))?,
-    };
-    let scale = match unit {
-        "s" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        other => return Err(format!("{s}: unknown unit {other:?} (s, ms, us)")),
-    };
-    let secs = value * scale;
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("{s}: must be positive"));
-    }
-    Duration::try_from_secs_f64(secs).map_err(|e| format!("{s}: {e}"))
-}
-
-fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < fbclockd::daemon::MIN_INTERVAL || d > Duration::from_secs(64) {
-        return Err(format!("{s}: the interval must be between 1/16 s and 64 s"));
-    }
-    Ok(d)
-}
-
-fn parse_interval_any(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
-}
-
-fn config(a: &Args) -> Config {
-    let mode = match a.mode {
-        CliMode::Sptp => Mode::Sptp,
-        CliMode::Unicast => Mode::Unicast,
-    };
-    let mut c = Config::new(mode, a.server);
-    let t = &mut c.transport;
-    t.server_general_port = a.general_port;
-    t.local_ip = a.local_ip;
-    if let Some(p) = a.local_event_port {
-        t.local_event_port = p;
-    }
-    if let Some(p) = a.local_general_port {
-        t.local_general_port = Some(p);
-    }
-    if let Some(p) = a.port_number {
-        t.port_identity.port_number = p;
-    }
-    t.domain = a.domain;
-    t.unicast_duration_s = a.unicast_duration;
-    t.response_timeout = a.exchange_timeout;
-    c.interval = a.interval;
-    c.exchange_timeout = a.exchange_timeout;
-    let e = &mut c.estimator;
-    e.max_drift_ppb = a.max_drift_ppb;
-    e.max_frequency_error_ppb = a.max_frequency_error_ppb;
-    e.timestamp_error_ns = a.timestamp_error_ns;
-    e.gm_holdover_ppb = a.gm_holdover_ppb;
-    e.rate_window = a.rate_window;
-    e.spike_floor_ns = a.spike_floor_ns;
-    e.arb_timescale = if a.arb_is_utc {
-        ArbTimescale::Utc
-    } else {
-        ArbTimescale::AsIs
-    };
-    c
-}
-
 fn run(args: &Args) -> Result<ExitCode> {
-    let config = config(args);
+    let config = args.config();
     if let Err(e) = config.validate() {
         eprintln!("fbclockd: {e}");
         return Ok(ExitCode::from(EX_USAGE));
@@ -234,14 +39,25 @@ fn run(args: &Args) -> Result<ExitCode> {
             return Ok(ExitCode::from(EX_UNAVAILABLE));
         }
     };
+    let stop = Arc::new(AtomicBool::new(false));
+    let metrics = match args.metrics.0 {
+        Some(addr) => match serve_metrics(addr, &handle, &stop) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("fbclockd: cannot serve metrics on {addr}: {e}");
+                return Ok(ExitCode::from(EX_UNAVAILABLE));
+            }
+        },
+        None => None,
+    };
     tracing::info!(
         server = %args.server,
         mode = ?args.mode,
         shm = %args.shm.display(),
         interval = ?args.interval,
+        config = ?args.config_file.config,
         "fbclockd started"
     );
-    let stop = Arc::new(AtomicBool::new(false));
     for s in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once.
         signal_hook::flag::register_conditional_shutdown(s, 130, stop.clone())
@@ -256,49 +72,40 @@ fn run(args: &Args) -> Result<ExitCode> {
     }
     let st = handle.status();
     tracing::info!(state = ?st.state, exchanges = ?st.exchanges, "fbclockd stopping");
+    stop.store(true, Ordering::Relaxed);
+    if let Some(t) = metrics {
+        let _ = t.join();
+    }
     handle.stop();
     Ok(ExitCode::SUCCESS)
 }
 
+/// Serves `handle`'s metrics on `addr` until `stop` is set.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    handle: &fbclockd::DaemonHandle,
+    stop: &Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    use operate::metrics::{Exposition, http};
+    let listener = std::net::TcpListener::bind(addr)?;
+    let bound = listener.local_addr()?;
+    let source = handle.metrics();
+    let thread = http::spawn(listener, stop.clone(), "fbclockd-metrics", move |path| {
+        (path == "/metrics").then(|| {
+            let mut m = Exposition::new("fbclockd", env!("CARGO_PKG_VERSION"));
+            source.write(&mut m);
+            http::Page::metrics(m.finish())
+        })
+    })?;
+    tracing::info!(%bound, "metrics on http://{bound}/metrics");
+    Ok(thread)
+}
+
 fn main() -> Result<ExitCode> {
-    let args = Args::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let args: Args = operate::config::parse();
+    args.log.init("info")?;
     if args.max_drift_ppb < 0.0 || !args.max_drift_ppb.is_finite() {
         bail!("--max-drift-ppb must be a non-negative number");
     }
     run(&args)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("1s"), Ok(Duration::from_secs(1)));
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("1/16s"), Ok(Duration::from_micros(62_500)));
-        assert_eq!(parse_duration("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
-        assert!(parse_duration("-1s").is_err());
-        assert!(parse_duration("1h").is_err());
-        assert!(parse_interval("1/32s").is_err());
-        assert!(parse_interval("1/16s").is_ok());
-    }
-
-    #[test]
-    fn cli_is_consistent() {
-        use clap::CommandFactory;
-        Args::command().debug_assert();
-        let a = Args::parse_from(["fbclockd", "--mode", "unicast", "--server", "10.0.0.1:319"]);
-        let c = config(&a);
-        assert_eq!(c.mode, Mode::Unicast);
-        assert_eq!(c.transport.local_general_port, Some(320));
-        assert!(c.validate().is_ok());
-    }
 }

@@ -204,6 +204,7 @@ fn run_daemon(
             .args(["--mode", "unicast", "--server", &format!("{server_ip}:319")])
             .args(["--shm", shm.to_str().unwrap(), "--interval", "1s"])
             .args(["--unicast-duration", "10", "--log-level", "fbclockd=debug"])
+            .args(["--metrics", "off"])
             .args(extra),
         &log,
     );

@@ -88,6 +88,51 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// Scrapes the daemon's `/metrics` (address from its log) while it is synced.
+fn check_metrics(log: &Path) {
+    use std::io::{Read as _, Write as _};
+    let logged = std::fs::read_to_string(log).unwrap();
+    let addr = logged
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{logged}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    let value = |name: &str| -> f64 {
+        body.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("timecard_fbclockd_sync_state{state=\"synced\"}"), 1.0);
+    assert_eq!(
+        value("timecard_fbclockd_sync_state{state=\"holdover\"}"),
+        0.0
+    );
+    let wou = value("timecard_fbclockd_window_of_uncertainty_seconds");
+    assert!(wou > 0.0 && wou < 200e-6, "{wou}");
+    assert!(value("timecard_fbclockd_exchanges_total{result=\"accepted\"}") >= 2.0);
+    assert!(value("timecard_fbclockd_shm_writes_total") >= 100.0);
+    assert!(value("timecard_fbclockd_path_delay_seconds").abs() < 0.01);
+    assert!(value("timecard_fbclockd_received_packets_total") > 0.0);
+    assert!(value("timecard_fbclockd_grandmaster_clock_class") > 0.0);
+    assert!(
+        body.contains(&format!(
+            "timecard_build_info{{daemon=\"fbclockd\",version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{body}"
+    );
+}
+
 /// Test (a): the `fbclockd` binary, SPTP, against the simulated card served
 /// by ptp-server; then the server goes away (holdover) and comes back.
 #[test]
@@ -120,7 +165,7 @@ fn fbclockd_binary_over_sptp_against_ptp_server_with_the_simulated_card() {
         .args(["--general-port", &general_port.to_string()])
         .args(["--shm", shm.to_str().unwrap()])
         .args(["--interval", "250ms", "--local-ip", "127.0.0.1"])
-        .args(["--log-level", "fbclockd=debug"])
+        .args(["--log-level", "fbclockd=debug", "--metrics", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -183,6 +228,7 @@ fn fbclockd_binary_over_sptp_against_ptp_server_with_the_simulated_card() {
     assert!(wous[999] < 200_000, "max WOU {} ns", wous[999]);
     let snap = clock.snapshot().unwrap();
     eprintln!("record: {snap:?}");
+    check_metrics(&log);
 
     // Server gone: the bound grows at ≥ max_drift (20 µs/s per side) and
     // still contains host TAI.

@@ -30,7 +30,7 @@ Examples:
   ptp-server                                   embedded simulated card, 127.0.0.1:319/320
   ptp-server --device sim:/tmp/card.bar --ip 10.0.0.1
   ptp-server --config /etc/timecard/ptp-server.toml
-  curl -s 127.0.0.1:8888/ ; curl -s 127.0.0.1:8888/metrics
+  curl -s 127.0.0.1:8888/ ; curl -s 127.0.0.1:8888/metrics    (timecard_ptp_server_*)
 
 Drain: create the drain file (default none; --drain-file) to cancel every
 subscription and refuse new ones; remove it (or create the undrain file) to
@@ -94,9 +94,9 @@ struct Args {
     /// Stop after this many seconds (tests, demos).
     #[arg(long)]
     duration: Option<u64>,
-    /// Log filter.
-    #[arg(long, default_value = "info")]
-    log_level: String,
+    // --log-level (default info) and --log-format.
+    #[command(flatten)]
+    log: operate::logging::LogArgs,
 }
 
 fn config(args: &Args) -> Result<Config> {
@@ -149,12 +149,7 @@ fn config(args: &Args) -> Result<Config> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&args.log_level).context("--log-level")?,
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    args.log.init("info")?;
     let config = config(&args)?;
     let card = match &args.device {
         DeviceSpec::Embedded => {

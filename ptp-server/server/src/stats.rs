@@ -1,11 +1,12 @@
 //! Counters and gauges of the server, as JSON (ptp4u's flat map) and as
-//! Prometheus text.
+//! Prometheus text (`timecard_ptp_server_*`, see [`operate::metrics`]).
 //!
 //! Everything is an atomic updated on the hot path without locks.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use operate::metrics::Exposition;
 use ptp_proto::MessageType;
 
 /// Message types the server counts, in a fixed order.
@@ -204,18 +205,152 @@ impl Stats {
         s
     }
 
-    /// Prometheus text exposition (names `ptp_server_*`).
+    /// Writes the statistics into `m` as `timecard_ptp_server_*` families
+    /// (under the PTP server's names, whoever else `m` is for).
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        m.daemon("ptp_server", env!("CARGO_PKG_VERSION"));
+        let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let per_type =
+            |m: &mut Exposition, name: &str, help: &str, c: &PerType, types: &[MessageType]| {
+                let mut f = m.counter(name, help);
+                for t in types {
+                    f.sample(&[("message", label(*t))], c.get(*t));
+                }
+            };
+        per_type(
+            m,
+            "rx_messages_total",
+            "PTP messages received.",
+            &self.rx,
+            &COUNTED,
+        );
+        per_type(
+            m,
+            "tx_messages_total",
+            "PTP messages sent.",
+            &self.tx,
+            &COUNTED,
+        );
+        let negotiated = [
+            MessageType::Announce,
+            MessageType::Sync,
+            MessageType::DelayResp,
+        ];
+        let mut f = m.gauge(
+            "subscriptions",
+            "Live unicast subscriptions (clients served), per message type.",
+        );
+        for t in negotiated {
+            f.sample(&[("message", label(t))], self.subscriptions(t));
+        }
+        m.gauge(
+            "streams",
+            "Streams held over all workers, counting grants still queued (what max_streams bounds).",
+        )
+        .value(r(&self.streams));
+        let mut f = m.gauge(
+            "worker_subscriptions",
+            "Live subscriptions per send worker.",
+        );
+        for (i, w) in self.worker_subscriptions.iter().enumerate() {
+            let total: u64 = COUNTED.iter().map(|t| w.get(*t)).sum();
+            f.sample(&[("worker", &i.to_string())], total);
+        }
+        per_type(
+            m,
+            "grants_total",
+            "Unicast grants sent.",
+            &self.grants,
+            &negotiated,
+        );
+        per_type(
+            m,
+            "refusals_total",
+            "Unicast requests refused (grant with duration 0).",
+            &self.refusals,
+            &negotiated,
+        );
+        per_type(
+            m,
+            "cancels_received_total",
+            "CANCEL_UNICAST_TRANSMISSION received.",
+            &self.cancels_rx,
+            &negotiated,
+        );
+        per_type(
+            m,
+            "cancels_sent_total",
+            "CANCEL_UNICAST_TRANSMISSION sent (expiry, drain).",
+            &self.cancels_tx,
+            &negotiated,
+        );
+        for (name, help, value) in [
+            (
+                "sptp_exchanges_total",
+                "SPTP exchanges answered.",
+                &self.sptp,
+            ),
+            (
+                "malformed_packets_total",
+                "Packets that did not parse.",
+                &self.malformed,
+            ),
+            (
+                "unsubscribed_delay_req_total",
+                "Delay_Req without a Delay_Resp subscription.",
+                &self.unsubscribed_delay_req,
+            ),
+            (
+                "queue_drops_total",
+                "Work dropped because a worker queue was full.",
+                &self.queue_drops,
+            ),
+            (
+                "over_capacity_total",
+                "Requests refused because the subscription limit was reached.",
+                &self.over_capacity,
+            ),
+            (
+                "tx_timestamps_missing_total",
+                "Sync sent without a TX timestamp (no Follow_Up).",
+                &self.txts_missing,
+            ),
+            (
+                "no_card_time_total",
+                "Messages not sent because the card time was unavailable or stale.",
+                &self.no_card_time,
+            ),
+            ("send_errors_total", "Send errors.", &self.send_errors),
+            (
+                "rx_kernel_drops_total",
+                "Kernel receive-queue drops (SO_RXQ_OVFL, summed over sockets).",
+                &self.rx_kernel_drops,
+            ),
+        ] {
+            m.counter(name, help).value(r(value));
+        }
+        m.gauge(
+            "clock_class",
+            "Served clockClass (6 locked, 7 holdover, 248 free-running).",
+        )
+        .value(r(&self.clock_class));
+        m.gauge(
+            "clock_accuracy",
+            "Served clockAccuracy (IEEE 1588 enumeration).",
+        )
+        .value(r(&self.clock_accuracy));
+        m.gauge("utc_offset_seconds", "Served currentUtcOffset (TAI - UTC).")
+            .value(self.utc_offset_s.load(Ordering::Relaxed));
+        m.gauge("draining", "1 while draining (no subscriptions served).")
+            .value(r(&self.draining));
+    }
+
+    /// The server's Prometheus exposition.
     #[must_use]
     pub fn to_prometheus(&self) -> String {
-        let mut s = String::new();
-        for (k, v) in self.pairs() {
-            let name: String = k
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect();
-            let _ = writeln!(s, "ptp_server_{name} {v}");
-        }
-        s
+        let mut m = Exposition::new("ptp_server", env!("CARGO_PKG_VERSION"));
+        self.write_metrics(&mut m);
+        m.finish()
     }
 }
 
@@ -236,7 +371,12 @@ mod tests {
         );
         assert!(j.contains("\"clockclass\":6"));
         let p = s.to_prometheus();
-        assert!(p.contains("ptp_server_rx_delay_req 1\n"), "{p}");
-        assert!(p.contains("ptp_server_clockclass 6\n"));
+        assert!(
+            p.contains("timecard_ptp_server_rx_messages_total{message=\"delay_req\"} 1\n"),
+            "{p}"
+        );
+        assert!(p.contains("timecard_ptp_server_grants_total{message=\"sync\"} 1\n"));
+        assert!(p.contains("timecard_ptp_server_clock_class 6\n"));
+        assert!(p.contains("timecard_build_info{daemon=\"ptp_server\",version=\""));
     }
 }

@@ -1525,26 +1525,42 @@ fn monitoring_serves_json_and_prometheus() {
     assert_eq!(s["utcoffset_sec"], 37);
     assert_eq!(s["drain"], 0);
 
-    let (status, _, body) = http_get(addr, "/metrics");
+    let (status, head, body) = http_get(addr, "/metrics");
     assert_eq!(status, 200);
-    let mut names = Vec::new();
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    let mut samples = Vec::new();
     for line in body
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
-        let (name, value) = line.split_once(' ').expect("name value");
-        assert!(name.starts_with("ptp_server_"), "{line}");
+        let (name, value) = line.rsplit_once(' ').expect("name value");
+        assert!(
+            name.starts_with("timecard_ptp_server_") || name.starts_with("timecard_build_info{"),
+            "{line}"
+        );
         assert!(value.parse::<i64>().is_ok(), "{line}");
-        names.push(name.to_string());
+        samples.push((name.to_string(), value.to_string()));
     }
-    for n in [
-        "ptp_server_rx_signaling",
-        "ptp_server_subscriptions_sync",
-        "ptp_server_clockclass",
-        "ptp_server_drain",
+    for (n, v) in [
+        (
+            "timecard_ptp_server_rx_messages_total{message=\"signaling\"}",
+            "1",
+        ),
+        ("timecard_ptp_server_subscriptions{message=\"sync\"}", "1"),
+        ("timecard_ptp_server_clock_class", "6"),
+        ("timecard_ptp_server_utc_offset_seconds", "37"),
+        ("timecard_ptp_server_draining", "0"),
     ] {
-        assert!(names.iter().any(|x| x == n), "no {n} in {body}");
+        assert!(
+            samples.iter().any(|(x, y)| x == n && y == v),
+            "no {n} {v} in {body}"
+        );
     }
+    let build_info = format!(
+        "timecard_build_info{{daemon=\"ptp_server\",version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(body.ends_with(&build_info), "{body}");
     let (status, _, _) = http_get(addr, "/nope");
     assert_eq!(status, 404);
 

@@ -239,6 +239,7 @@ async fn run_grpc(dir: &std::path::Path, adds: usize, connections: usize, caller
     };
     args.common.backend = format!("embedded:{}", dir.display());
     args.common.system_clock_bound_us = 1000;
+    args.access = access::AccessArgs::insecure();
     let run = counter::cli::start(&args).await.expect("serve");
     let url = format!("http://{}", run.grpc);
     let mut channels = Vec::new();

@@ -43,6 +43,9 @@ pub enum Command {
         /// Server.
         #[arg(long, default_value = DEFAULT_GRPC)]
         server: SocketAddr,
+        /// API token.
+        #[command(flatten)]
+        auth: access::ClientArgs,
     },
     /// GetCount.
     Get {
@@ -66,12 +69,18 @@ pub enum Command {
         /// Server.
         #[arg(long, default_value = DEFAULT_GRPC)]
         server: SocketAddr,
+        /// API token.
+        #[command(flatten)]
+        auth: access::ClientArgs,
     },
 }
 
 /// Arguments of `serve` (also used by `timecard up`).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// `--config FILE`: these flags from a TOML file.
+    #[command(flatten)]
+    pub config_file: operate::config::ConfigFile,
     /// Backend and clock.
     #[command(flatten)]
     pub common: ServiceArgs,
@@ -100,6 +109,9 @@ pub struct ServeArgs {
     /// Capture for replay testing.
     #[command(flatten)]
     pub capture: replay::capture::CaptureArgs,
+    /// Who may change counts: `--api-token-file` or `--insecure`.
+    #[command(flatten)]
+    pub access: access::AccessArgs,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -194,6 +206,7 @@ pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
 /// in-process fbclockd client).
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let cfg = args.config()?;
+    let access = args.access.access("counter serve")?;
     let (grpc_l, http_l) = eventlog::args::bind_listeners(args.grpc, args.http).await?;
     let backend = args.common.backend("counter").await?;
     let replay = ReplaySupport::open(
@@ -218,14 +231,15 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     };
     let s1 = service.clone();
     let r1 = rx.clone();
+    let a1 = access.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::grpc::serve(grpc_l, s1, wait(r1)).await {
+        if let Err(e) = crate::grpc::serve(grpc_l, s1, a1, wait(r1)).await {
             tracing::error!(error = %e, "counter gRPC server failed");
         }
     });
     let s2 = service.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::http::serve(http_l, s2, &replay, wait(rx)).await {
+        if let Err(e) = crate::http::serve(http_l, s2, &access, &replay, wait(rx)).await {
             tracing::error!(error = %e, "counter HTTP server failed");
         }
     });
@@ -294,13 +308,15 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             token,
             get,
             server,
+            auth,
         } => {
-            let req = crate::pb::AddCountRequest {
+            let mut req = tonic::Request::new(crate::pb::AddCountRequest {
                 namespace,
                 counter,
                 delta,
                 idempotency_token: pb_token(token)?,
-            };
+            });
+            auth.authorize(&mut req)?;
             let mut c = client(server).await?;
             let r = if get {
                 c.add_and_get_count(req).await
@@ -334,14 +350,17 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             counter,
             token,
             server,
+            auth,
         } => {
+            let mut req = tonic::Request::new(crate::pb::ClearCountRequest {
+                namespace,
+                counter,
+                idempotency_token: pb_token(token)?,
+            });
+            auth.authorize(&mut req)?;
             let r = client(server)
                 .await?
-                .clear_count(crate::pb::ClearCountRequest {
-                    namespace,
-                    counter,
-                    idempotency_token: pb_token(token)?,
-                })
+                .clear_count(req)
                 .await
                 .map_err(|s| anyhow::anyhow!("{}: {}", s.code(), s.message()))?;
             println!("{}", show(&r.into_inner()));

@@ -8,6 +8,7 @@
 
 use std::future::Future;
 
+use access::Access;
 use eventlog::IdempotencyToken;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
@@ -60,11 +61,21 @@ fn reply(r: Reply) -> Response<CountReply> {
     })
 }
 
-/// The tonic service over a [`CounterService`].
+/// The tonic service over a [`CounterService`]; AddCount, AddAndGetCount and
+/// ClearCount need a token from the [`Access`].
 #[derive(Clone)]
-pub struct Grpc(pub CounterService);
+pub struct Grpc {
+    service: CounterService,
+    access: Access,
+}
 
 impl Grpc {
+    /// The gRPC face of `service`, guarded by `access`.
+    #[must_use]
+    pub fn new(service: CounterService, access: Access) -> Self {
+        Self { service, access }
+    }
+
     /// The tonic server, with the message size limit.
     #[must_use]
     pub fn into_server(self) -> CounterServer<Self> {
@@ -77,9 +88,10 @@ impl Grpc {
 #[tonic::async_trait]
 impl Counter for Grpc {
     async fn add_count(&self, r: Request<AddCountRequest>) -> Result<Response<CountReply>, Status> {
+        self.access.check_grpc(&r)?;
         let r = r.into_inner();
         let t = token(r.idempotency_token)?;
-        self.0
+        self.service
             .add(&r.namespace, &r.counter, r.delta, t, false)
             .await
             .map(reply)
@@ -90,9 +102,10 @@ impl Counter for Grpc {
         &self,
         r: Request<AddCountRequest>,
     ) -> Result<Response<CountReply>, Status> {
+        self.access.check_grpc(&r)?;
         let r = r.into_inner();
         let t = token(r.idempotency_token)?;
-        self.0
+        self.service
             .add(&r.namespace, &r.counter, r.delta, t, true)
             .await
             .map(reply)
@@ -101,7 +114,7 @@ impl Counter for Grpc {
 
     async fn get_count(&self, r: Request<GetCountRequest>) -> Result<Response<CountReply>, Status> {
         let r = r.into_inner();
-        self.0
+        self.service
             .get(&r.namespace, &r.counter)
             .await
             .map(reply)
@@ -112,9 +125,10 @@ impl Counter for Grpc {
         &self,
         r: Request<ClearCountRequest>,
     ) -> Result<Response<CountReply>, Status> {
+        self.access.check_grpc(&r)?;
         let r = r.into_inner();
         let t = token(r.idempotency_token)?;
-        self.0
+        self.service
             .clear(&r.namespace, &r.counter, t)
             .await
             .map(reply)
@@ -126,10 +140,11 @@ impl Counter for Grpc {
 pub async fn serve(
     listener: TcpListener,
     svc: CounterService,
+    access: Access,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(Grpc(svc).into_server(), incoming, shutdown)
+        .serve_with_incoming_shutdown(Grpc::new(svc, access).into_server(), incoming, shutdown)
         .await
 }

@@ -7,7 +7,11 @@
 //! | `GET`  | `/v1/counters/{ns}/{counter}` | — |
 //! | `POST` | `/v1/counters/{ns}/{counter}/clear` | `{"idempotency_token": …}` (optional) |
 //! | `GET`  | `/v1/status` | — |
+//! | `GET`  | `/metrics` | Prometheus text, `timecard_counter_*` ([`crate::metrics`]); never captured for replay |
 //! | `GET`  | `/v1/lineage`, `/v1/capture`… | replay testing ([`replay::capture`]) |
+//!
+//! `POST`s and `/v1/capture` need `Authorization: Bearer TOKEN` unless the
+//! service runs `--insecure` ([`access`]); refused calls get 401.
 //!
 //! Replies are the [`Reply`] as JSON; errors are `{"error": "...", "code":
 //! "..."}` with 400 (bad input), 404 (unknown namespace), 413 (body over
@@ -15,13 +19,15 @@
 
 use std::future::Future;
 
+use access::Access;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use eventlog::IdempotencyToken;
+use operate::metrics::{CONTENT_TYPE, Exposition};
 use replay::capture::ReplaySupport;
 use serde::Deserialize;
 use tokio::net::TcpListener;
@@ -164,14 +170,25 @@ async fn status(State(svc): State<CounterService>) -> Json<crate::service::Statu
     Json(svc.status())
 }
 
-/// The router.
-pub fn router(svc: CounterService) -> Router {
+async fn metrics(State(svc): State<CounterService>) -> Response {
+    let mut m = Exposition::new("counter", env!("CARGO_PKG_VERSION"));
+    svc.write_metrics(&mut m);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], m.finish()).into_response()
+}
+
+/// The router; the state-changing routes (add, add-and-get, clear) need a
+/// token from `access`.
+pub fn router(svc: CounterService, access: &Access) -> Router {
+    let writes = access.guard(
+        Router::new()
+            .route("/v1/counters/{ns}/{counter}/add", post(add))
+            .route("/v1/counters/{ns}/{counter}/add-and-get", post(add_and_get))
+            .route("/v1/counters/{ns}/{counter}/clear", post(clear)),
+    );
     Router::new()
         .route("/v1/counters/{ns}/{counter}", get(get_count))
-        .route("/v1/counters/{ns}/{counter}/add", post(add))
-        .route("/v1/counters/{ns}/{counter}/add-and-get", post(add_and_get))
-        .route("/v1/counters/{ns}/{counter}/clear", post(clear))
         .route("/v1/status", get(status))
+        .merge(writes)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(svc)
 }
@@ -181,10 +198,16 @@ pub fn router(svc: CounterService) -> Router {
 pub async fn serve(
     listener: TcpListener,
     svc: CounterService,
+    access: &Access,
     replay: &ReplaySupport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, replay.wrap(router(svc)))
+    // Scrapes stay outside the capture tap: they are not API traffic to replay.
+    let scrapes = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(svc.clone());
+    let app = replay.wrap(router(svc, access), access).merge(scrapes);
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

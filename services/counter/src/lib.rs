@@ -6,6 +6,7 @@
 //! - [`service`]: the three counter types, ingest validation against
 //!   TrueTime, the log tailer and the rollup pipeline.
 //! - [`memcache`]: the memcached client behind best-effort counters.
+//! - [`metrics`]: operations, their latency and the status, for `/metrics`.
 //! - [`grpc`] and [`http`]: the gRPC API (`timecard.counter.v1.Counter`) and
 //!   its HTTP/JSON mirror.
 //! - [`cli`]: `serve`, `add`, `get`, `clear`, `status` (also under
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod grpc;
 pub mod http;
 pub mod memcache;
+pub mod metrics;
 pub mod service;
 pub mod state;
 

@@ -2,7 +2,6 @@
 //! commands (the same as `timecard counter …`).
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// Distributed counter: best-effort (memcached), eventually consistent and
 /// accurate (event log + TrueTime rollups); gRPC and HTTP/JSON.
@@ -11,17 +10,18 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: counter::cli::Command,
+    // --log-level (default warn) and --log-format.
+    #[command(flatten)]
+    log: operate::logging::LogArgs,
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let cli: Cli = operate::config::parse();
+    if let Err(e) = cli.log.init("warn") {
+        eprintln!("error: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     match counter::cli::run(cli.command).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

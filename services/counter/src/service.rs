@@ -43,11 +43,13 @@ use std::time::Duration;
 
 use eventlog::backend::Backend;
 use eventlog::{Envelope, IdempotencyToken, TimeSource};
+use operate::metrics::Exposition;
 use serde::Serialize;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::memcache::Memcache;
+use crate::metrics::{OpMetrics, Operation};
 use crate::state::{Applied, Checkpoint, Index, Op, Values};
 
 /// Key of the global rollup checkpoint.
@@ -269,6 +271,7 @@ struct Inner {
     memcache: Option<Memcache>,
     degraded: AtomicBool,
     stats: Stats,
+    ops: OpMetrics,
     stop: AtomicBool,
 }
 
@@ -415,6 +418,7 @@ impl CounterService {
             memcache,
             degraded: AtomicBool::new(false),
             stats: Stats::default(),
+            ops: OpMetrics::default(),
             stop: AtomicBool::new(false),
         });
         let svc = Self {
@@ -601,6 +605,23 @@ impl CounterService {
         token: Option<IdempotencyToken>,
         and_get: bool,
     ) -> Result<Reply, CounterError> {
+        let op = if and_get {
+            Operation::AddAndGet
+        } else {
+            Operation::Add
+        };
+        let add = self.add_untimed(ns, counter, delta, token, and_get);
+        self.inner.ops.time(op, add).await
+    }
+
+    async fn add_untimed(
+        &self,
+        ns: &str,
+        counter: &str,
+        delta: i64,
+        token: Option<IdempotencyToken>,
+        and_get: bool,
+    ) -> Result<Reply, CounterError> {
         let kind = self.kind(ns)?;
         let key = Self::key(ns, counter)?;
         if let Kind::BestEffort { ttl_s } = kind {
@@ -694,6 +715,13 @@ impl CounterService {
 
     /// `GetCount`.
     pub async fn get(&self, ns: &str, counter: &str) -> Result<Reply, CounterError> {
+        self.inner
+            .ops
+            .time(Operation::Get, self.get_untimed(ns, counter))
+            .await
+    }
+
+    async fn get_untimed(&self, ns: &str, counter: &str) -> Result<Reply, CounterError> {
         let kind = self.kind(ns)?;
         let key = Self::key(ns, counter)?;
         match kind {
@@ -717,6 +745,18 @@ impl CounterService {
         counter: &str,
         token: Option<IdempotencyToken>,
     ) -> Result<Reply, CounterError> {
+        self.inner
+            .ops
+            .time(Operation::Clear, self.clear_untimed(ns, counter, token))
+            .await
+    }
+
+    async fn clear_untimed(
+        &self,
+        ns: &str,
+        counter: &str,
+        token: Option<IdempotencyToken>,
+    ) -> Result<Reply, CounterError> {
         let kind = self.kind(ns)?;
         let key = Self::key(ns, counter)?;
         if let Kind::BestEffort { .. } = kind {
@@ -727,6 +767,12 @@ impl CounterService {
         let (token, tt) = self.token(token)?;
         let seq = self.append(key.clone(), token, tt, Op::Clear).await?;
         self.reply_after(kind, &key, seq, token).await
+    }
+
+    /// Writes the service's metrics into `m` (`timecard_counter_*`).
+    pub fn write_metrics(&self, m: &mut Exposition) {
+        m.daemon("counter", env!("CARGO_PKG_VERSION"));
+        self.inner.ops.write(m, &self.status());
     }
 
     /// The service's status.

@@ -23,17 +23,32 @@ fn args(dir: &std::path::Path) -> ServeArgs {
     };
     args.common.backend = format!("embedded:{}", dir.display());
     args.common.system_clock_bound_us = 1000;
+    args.access = access::AccessArgs::insecure();
     args
 }
 
 /// One HTTP/1.1 request; returns (status, body).
 fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    http_as(addr, method, path, body, None)
+}
+
+/// One HTTP/1.1 request with an `Authorization` value; returns (status, body).
+fn http_as(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    authorization: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let body = body.unwrap_or("");
+    let auth = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .unwrap();
@@ -286,5 +301,111 @@ async fn http_json_mirror_and_its_errors() {
             "{code} {body}"
         );
     }
+    run.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_calls_need_the_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    // Neither a token file nor --insecure: the service does not start.
+    let mut open = args(&dir.path().join("refused"));
+    open.access = access::AccessArgs::default();
+    let e = start(&open).await.err().expect("started without a policy");
+    assert!(
+        format!("{e:#}").contains("--api-token-file") && format!("{e:#}").contains("--insecure"),
+        "{e:#}"
+    );
+
+    let token_path = dir.path().join("api-token");
+    access::ensure_token_file(&token_path).unwrap();
+    let secret = std::fs::read_to_string(&token_path).unwrap();
+    let bearer = format!("Bearer {}", secret.trim());
+    let mut a = args(&dir.path().join("data"));
+    a.access = access::AccessArgs::token_file(&token_path);
+    a.capture.capture = true;
+    let run = start(&a).await.unwrap();
+    let h = run.http;
+
+    // HTTP: every write and the capture refuse a missing, wrong or
+    // malformed token with 401 and a Bearer challenge.
+    let writes = [
+        ("/v1/counters/acc/x/add", r#"{"delta": 1}"#),
+        ("/v1/counters/acc/x/add-and-get", r#"{"delta": 1}"#),
+        ("/v1/counters/acc/x/clear", "{}"),
+    ];
+    for (path, body) in writes {
+        for auth in [
+            None,
+            Some("Bearer not-the-token-0123456789"),
+            Some(secret.trim()),
+        ] {
+            let (s, answer) = http_as(h, "POST", path, Some(body), auth);
+            assert_eq!(s, 401, "POST {path} with {auth:?}: {answer}");
+            assert!(answer.contains("unauthenticated"), "{answer}");
+        }
+    }
+    assert_eq!(http(h, "GET", "/v1/capture", None).0, 401);
+    // Reads stay open; nothing refused was counted.
+    let (s, answer) = http(h, "GET", "/v1/counters/acc/x", None);
+    assert_eq!(s, 200, "{answer}");
+    assert!(answer.contains(r#""count":0"#), "{answer}");
+    // With the token: accepted.
+    let (s, answer) = http_as(
+        h,
+        "POST",
+        "/v1/counters/acc/x/add-and-get",
+        Some(r#"{"delta": 5}"#),
+        Some(&bearer),
+    );
+    assert_eq!(s, 200, "{answer}");
+    assert!(answer.contains(r#""count":5"#), "{answer}");
+    assert_eq!(
+        http_as(h, "GET", "/v1/capture?from=1", None, Some(&bearer)).0,
+        200
+    );
+
+    // gRPC: AddCount, AddAndGetCount and ClearCount answer UNAUTHENTICATED.
+    let mut c = CounterClient::connect(format!("http://{}", run.grpc))
+        .await
+        .unwrap();
+    let add = || AddCountRequest {
+        namespace: "acc".into(),
+        counter: "x".into(),
+        delta: 1,
+        idempotency_token: None,
+    };
+    let clear = || ClearCountRequest {
+        namespace: "acc".into(),
+        counter: "x".into(),
+        idempotency_token: None,
+    };
+    let refused = [
+        c.add_count(add()).await.unwrap_err(),
+        c.add_and_get_count(add()).await.unwrap_err(),
+        c.clear_count(clear()).await.unwrap_err(),
+    ];
+    for status in refused {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let get = c
+        .get_count(GetCountRequest {
+            namespace: "acc".into(),
+            counter: "x".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(get.count, 5);
+    let client_token = access::ClientToken::from_file(&token_path).unwrap();
+    let mut request = tonic::Request::new(add());
+    client_token.authorize(&mut request);
+    assert_eq!(
+        c.add_and_get_count(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .count,
+        6
+    );
     run.stop();
 }

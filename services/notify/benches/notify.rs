@@ -284,6 +284,7 @@ async fn over_grpc(dir: &std::path::Path, events: u64, members: u64) {
     args.common.backend = format!("embedded:{}", dir.join("grpc").display());
     args.grpc = "127.0.0.1:0".parse().expect("addr");
     args.http = "127.0.0.1:0".parse().expect("addr");
+    args.access = access::AccessArgs::insecure();
     let run = notify::cli::start_with_clock(&args, TimeSource::system(1_000_000))
         .await
         .expect("serve");

@@ -56,6 +56,9 @@ pub enum Command {
         /// Server.
         #[arg(long, default_value = DEFAULT_GRPC)]
         server: SocketAddr,
+        /// API token.
+        #[command(flatten)]
+        auth: access::ClientArgs,
     },
     /// Pull a member's changes since a cursor.
     Pull {
@@ -102,12 +105,18 @@ pub enum Command {
         /// Server.
         #[arg(long, default_value = DEFAULT_GRPC)]
         server: SocketAddr,
+        /// API token.
+        #[command(flatten)]
+        auth: access::ClientArgs,
     },
 }
 
 /// Arguments of `serve` (also used by `timecard up`).
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    /// `--config FILE`: these flags from a TOML file.
+    #[command(flatten)]
+    pub config_file: operate::config::ConfigFile,
     /// Backend and clock.
     #[command(flatten)]
     pub common: ServiceArgs,
@@ -170,6 +179,9 @@ pub struct ServeArgs {
     /// Capture for replay testing.
     #[command(flatten)]
     pub capture: replay::capture::CaptureArgs,
+    /// Who may publish, mark and register: `--api-token-file` or `--insecure`.
+    #[command(flatten)]
+    pub access: access::AccessArgs,
 }
 
 /// Parses `ServeArgs` alone (for [`ServeArgs::defaults`]).
@@ -379,6 +391,7 @@ async fn start_edge(
 /// Starts the pipeline with TrueTime from `clock` and serves it.
 pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Result<Running> {
     let mut config = args.config()?;
+    let access = args.access.access("notify serve")?;
     let (grpc_l, http_l) = eventlog::args::bind_listeners(args.grpc, args.http).await?;
     let backend = args.common.backend("notify").await?;
     let (edge, push_key_file) = start_edge(args, &backend, http_l.local_addr()?.port()).await?;
@@ -405,11 +418,13 @@ pub async fn start_with_clock(args: &ServeArgs, clock: TimeSource) -> anyhow::Re
     tokio::spawn(crate::grpc::serve(
         grpc_l,
         service.clone(),
+        access.clone(),
         until_stopped(stopped.clone()),
     ));
     tokio::spawn(crate::http::serve(
         http_l,
         service.clone(),
+        access,
         replay,
         until_stopped(stopped),
     ));
@@ -463,6 +478,7 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             body,
             key,
             server,
+            auth,
         } => {
             let event = crate::pb::Event {
                 r#type: kind,
@@ -472,11 +488,13 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
                 body: body.into_bytes(),
                 idempotency_key: key.unwrap_or_default(),
             };
+            let mut request = tonic::Request::new(crate::pb::PublishRequest {
+                events: vec![event],
+            });
+            auth.authorize(&mut request)?;
             let reply = client(server)
                 .await?
-                .publish(crate::pb::PublishRequest {
-                    events: vec![event],
-                })
+                .publish(request)
                 .await
                 .map_err(rpc_error)?
                 .into_inner();
@@ -564,16 +582,19 @@ pub async fn run(cmd: Command) -> anyhow::Result<()> {
             channel,
             token,
             server,
+            auth,
         } => {
+            let mut request = tonic::Request::new(crate::pb::RegisterDeviceRequest {
+                member,
+                device_id,
+                device_type,
+                channel,
+                token: token.unwrap_or_default(),
+            });
+            auth.authorize(&mut request)?;
             let reply = client(server)
                 .await?
-                .register_device(crate::pb::RegisterDeviceRequest {
-                    member,
-                    device_id,
-                    device_type,
-                    channel,
-                    token: token.unwrap_or_default(),
-                })
+                .register_device(request)
                 .await
                 .map_err(rpc_error)?
                 .into_inner();

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use access::Access;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Code, Request, Response, Status};
@@ -82,11 +83,21 @@ pub fn change_to_pb(e: &crate::store::MemberEvent) -> pb::Change {
     c
 }
 
-/// The tonic service over a [`NotifyService`].
+/// The tonic service over a [`NotifyService`]; Publish, RegisterDevice and
+/// Mark need a token from the [`Access`].
 #[derive(Clone, Debug)]
-pub struct Grpc(pub Arc<NotifyService>);
+pub struct Grpc {
+    service: Arc<NotifyService>,
+    access: Access,
+}
 
 impl Grpc {
+    /// The gRPC face of `service`, guarded by `access`.
+    #[must_use]
+    pub fn new(service: Arc<NotifyService>, access: Access) -> Self {
+        Self { service, access }
+    }
+
     /// The tonic server, with the message size limits.
     #[must_use]
     pub fn into_server(self) -> NotifyServer<Self> {
@@ -106,6 +117,7 @@ impl Notify for Grpc {
         &self,
         r: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::PublishReply>, Status> {
+        self.access.check_grpc(&r)?;
         let events = r.into_inner().events;
         if events.len() > MAX_EVENTS {
             return Err(invalid(format!(
@@ -125,7 +137,7 @@ impl Notify for Grpc {
             })
             .collect();
         let results = self
-            .0
+            .service
             .publish(events)
             .await
             .into_iter()
@@ -155,7 +167,7 @@ impl Notify for Grpc {
         };
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };
         let p = self
-            .0
+            .service
             .pull(&r.member, r.since, limit, device)
             .await
             .map_err(|e| status(&e))?;
@@ -172,7 +184,7 @@ impl Notify for Grpc {
     ) -> Result<Response<pb::StateAtReply>, Status> {
         let r = r.into_inner();
         let s = self
-            .0
+            .service
             .state_at(&r.member, r.at_ns)
             .await
             .map_err(|e| status(&e))?;
@@ -201,6 +213,7 @@ impl Notify for Grpc {
         &self,
         r: Request<pb::RegisterDeviceRequest>,
     ) -> Result<Response<pb::RegisterDeviceReply>, Status> {
+        self.access.check_grpc(&r)?;
         let r = r.into_inner();
         let token = if r.token.is_empty() {
             r.device_id.clone()
@@ -213,18 +226,19 @@ impl Notify for Grpc {
             channel: r.channel.parse().map_err(invalid)?,
             token,
         };
-        self.0
+        self.service
             .register_device(&r.member, registration)
             .map_err(|e| status(&e))?;
         Ok(Response::new(pb::RegisterDeviceReply {
-            ttl_s: self.0.registry().ttl().as_secs() as u32,
+            ttl_s: self.service.registry().ttl().as_secs() as u32,
         }))
     }
 
     async fn mark(&self, r: Request<pb::MarkRequest>) -> Result<Response<pb::MarkReply>, Status> {
+        self.access.check_grpc(&r)?;
         let r = r.into_inner();
         let seq = self
-            .0
+            .service
             .mark(&r.member, r.notification_id, r.dismiss)
             .await
             .map_err(|e| status(&e))?;
@@ -236,10 +250,11 @@ impl Notify for Grpc {
 pub async fn serve(
     listener: TcpListener,
     svc: Arc<NotifyService>,
+    access: Access,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     tonic::transport::Server::builder()
-        .serve_with_incoming_shutdown(Grpc(svc).into_server(), incoming, shutdown)
+        .serve_with_incoming_shutdown(Grpc::new(svc, access).into_server(), incoming, shutdown)
         .await
 }

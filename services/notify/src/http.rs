@@ -9,7 +9,8 @@
 //! | `PUT` | `/v1/members/{m}/devices/{d}` | `{"type":"phone","channel":"apns","token":"…"}` (register or heartbeat) |
 //! | `DELETE` | `/v1/members/{m}/devices/{d}` | — |
 //! | `GET` | `/v1/ws`, `/v1/sse` | `?token=T` — edge devices connect (push edge, see `push::http`) |
-//! | `GET` | `/v1/status`, `/metrics` | — |
+//! | `GET` | `/v1/status` | — |
+//! | `GET` | `/metrics` | — (Prometheus text, `timecard_notify_*` and the edge's `timecard_push_*`; never captured for replay) |
 //!
 //! An event is `{"type": "new-episode", "member": "m1", "priority": "high",
 //! "targets": ["tv"], "body": {…}, "idempotency_key": "NS:NONCE"}` (priority,
@@ -17,10 +18,15 @@
 //! or its error: 400 invalid, 413 too large, 429 overloaded (retry with the
 //! same key), 503 unavailable. A batch answers 200 with one result per event.
 //! Errors are `{"error": "...", "kind": "..."}`.
+//!
+//! `POST`, `PUT`, `DELETE` and `/v1/capture` need `Authorization: Bearer
+//! TOKEN` unless the service runs `--insecure` ([`access`]); refused calls
+//! get 401 `{"error": "...", "code": "unauthenticated"}`.
 
 use std::future::Future;
 use std::sync::Arc;
 
+use access::Access;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -315,7 +321,7 @@ async fn status(State(svc): State<Svc>) -> Json<serde_json::Value> {
 
 async fn metrics(State(svc): State<Svc>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4")],
+        [("content-type", operate::metrics::CONTENT_TYPE)],
         svc.prometheus(),
     )
 }
@@ -329,19 +335,23 @@ fn too_large_or_bad(status: StatusCode, text: String) -> ApiError {
     ApiError(status, text, kind)
 }
 
-/// The router.
-pub fn router(svc: Svc) -> Router {
+/// The router; the state-changing routes (publish, mark, device
+/// registration) need a token from `access`.
+pub fn router(svc: Svc, access: &Access) -> Router {
+    let writes = access.guard(
+        Router::new()
+            .route("/v1/events", post(publish))
+            .route("/v1/members/{m}/notifications/{id}/{action}", post(mark))
+            .route(
+                "/v1/members/{m}/devices/{d}",
+                put(register).delete(unregister),
+            ),
+    );
     Router::new()
-        .route("/v1/events", post(publish))
         .route("/v1/members/{m}/notifications", get(pull))
-        .route("/v1/members/{m}/notifications/{id}/{action}", post(mark))
         .route("/v1/members/{m}/state", get(state))
-        .route(
-            "/v1/members/{m}/devices/{d}",
-            put(register).delete(unregister),
-        )
         .route("/v1/status", get(status))
-        .route("/metrics", get(metrics))
+        .merge(writes)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(map_body_errors))
         .merge(push::http::device_routes(svc.edge().clone()))
@@ -372,6 +382,7 @@ async fn map_body_errors(r: Response) -> Response {
 pub async fn serve(
     listener: TcpListener,
     svc: Svc,
+    access: Access,
     replay: ReplaySupport,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -382,7 +393,12 @@ pub async fn serve(
             n.config().write_timeout
         });
     let listener = push::net::TimeoutListener::new(listener, timeout);
-    axum::serve(listener, replay.wrap(router(svc)))
+    // Scrapes stay outside the capture tap: they are not API traffic to replay.
+    let scrapes = Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(svc.clone());
+    let app = replay.wrap(router(svc, &access), &access).merge(scrapes);
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

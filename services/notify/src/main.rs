@@ -2,7 +2,6 @@
 //! (the same as `timecard notify …`).
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 /// RENO-style rapid event notification: priority queues, gates, hybrid
 /// push/pull, event-sourced member state, bulkheaded APNs/FCM/edge delivery.
@@ -11,15 +10,14 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     #[command(subcommand)]
     command: notify::cli::Command,
+    // --log-level (default warn) and --log-format.
+    #[command(flatten)]
+    log: operate::logging::LogArgs,
 }
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    let cli: Cli = operate::config::parse();
+    cli.log.init("warn")?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?

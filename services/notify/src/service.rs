@@ -49,6 +49,7 @@ use crate::registry::{Registration, Registry, RegistryError};
 use crate::store::{
     Change, MemberEvent, MemberState, NewEvent, ShardCheckpoint, Store, StoreError,
 };
+use operate::metrics::Exposition;
 
 const NS_PER_S: i64 = 1_000_000_000;
 /// How long an idle worker sleeps when no append woke it.
@@ -1083,36 +1084,76 @@ impl NotifyService {
         })
     }
 
-    /// Prometheus text for `/metrics`.
+    /// Prometheus text for `/metrics`: the pipeline's `timecard_notify_*`
+    /// and, when it hosts one, its edge node's `timecard_push_*`.
     #[must_use]
     pub fn prometheus(&self) -> String {
-        let mut gauges = Vec::new();
-        for pool in self.pools() {
-            let labels = format!("priority=\"{}\"", pool.priority);
-            gauges.push(("queue_lag", labels.clone(), pool.lag as f64));
-            gauges.push(("pool_goal_workers", labels.clone(), pool.goal as f64));
-            gauges.push(("pool_running_workers", labels, pool.running as f64));
+        let mut m = Exposition::new("notify", env!("CARGO_PKG_VERSION"));
+        self.metrics.write(&mut m);
+        let pools = self.pools();
+        let per_pool: [GaugeOf<PoolStatus>; 3] = [
+            (
+                "queue_lag_records",
+                "Records appended to the priority's queue and not processed yet.",
+                |p| p.lag,
+            ),
+            (
+                "pool_goal_workers",
+                "Workers the pool's reconciler aims for.",
+                |p| p.goal as u64,
+            ),
+            (
+                "pool_running_workers",
+                "Workers running in the pool.",
+                |p| p.running as u64,
+            ),
+        ];
+        for (name, help, value) in per_pool {
+            let mut f = m.gauge(name, help);
+            for p in &pools {
+                f.sample(&[("priority", p.priority)], value(p));
+            }
         }
-        for b in self.bulkheads.iter().flatten() {
-            let s = b.stats();
-            let labels = format!("channel=\"{}\"", s.channel);
-            gauges.push(("channel_queued", labels.clone(), s.queued as f64));
-            gauges.push(("channel_in_flight", labels.clone(), s.in_flight as f64));
-            let open = f64::from(u8::from(s.breaker != outbound::BreakerState::Closed));
-            gauges.push(("channel_breaker_open", labels, open));
+        let channels: Vec<_> = self
+            .bulkheads
+            .iter()
+            .flatten()
+            .map(Bulkhead::stats)
+            .collect();
+        let per_channel: [GaugeOf<outbound::BulkheadStats>; 3] = [
+            (
+                "channel_queued",
+                "Pushes queued in the channel's bulkhead, not started.",
+                |s| s.queued as u64,
+            ),
+            (
+                "channel_in_flight",
+                "Pushes being sent on the channel.",
+                |s| s.in_flight as u64,
+            ),
+            (
+                "channel_breaker_open",
+                "1 while the channel's circuit breaker is not closed.",
+                |s| u64::from(s.breaker != outbound::BreakerState::Closed),
+            ),
+        ];
+        for (name, help, value) in per_channel {
+            let mut f = m.gauge(name, help);
+            for s in &channels {
+                f.sample(&[("channel", s.channel)], value(s));
+            }
         }
-        gauges.push((
-            "registry_devices",
-            String::new(),
-            self.registry.len() as f64,
-        ));
-        let mut text = self.metrics.render(&gauges);
+        m.gauge("registry_devices", "Devices registered for push.")
+            .value(self.registry.len());
         if let Some(node) = self.edge.local() {
-            text.push_str(&node.prometheus());
+            node.write_metrics(&mut m);
         }
-        text
+        m.finish()
     }
 }
+
+/// A gauge family for `/metrics`: name, help, and its value for one item.
+type GaugeOf<T> = (&'static str, &'static str, fn(&T) -> u64);
 
 /// An edge node in this process with an embedded registry and a fresh key
 /// (tests, benchmarks, and services not given an edge).

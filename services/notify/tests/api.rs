@@ -14,11 +14,17 @@ use notify::pb::{self, publish_result};
 use tonic::Code;
 
 async fn start(dir: &std::path::Path) -> Running {
+    start_as(dir, access::AccessArgs::insecure(), false).await
+}
+
+async fn start_as(dir: &std::path::Path, access: access::AccessArgs, capture: bool) -> Running {
     let mut args = ServeArgs::defaults();
     args.common.backend = format!("embedded:{}", dir.display());
     args.grpc = "127.0.0.1:0".parse().unwrap();
     args.http = "127.0.0.1:0".parse().unwrap();
     args.shards = 2;
+    args.capture.capture = capture;
+    args.access = access;
     start_with_clock(&args, TimeSource::system(1_000_000))
         .await
         .unwrap()
@@ -26,7 +32,21 @@ async fn start(dir: &std::path::Path) -> Running {
 
 /// `curl` a request; (status, body).
 fn curl(addr: SocketAddr, method: &str, path: &str, body: Option<&[u8]>) -> (u16, String) {
+    curl_with(addr, method, path, body, &[])
+}
+
+/// `curl` a request with extra headers; (status, body).
+fn curl_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    headers: &[&str],
+) -> (u16, String) {
     let mut cmd = Command::new("curl");
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
     cmd.args([
         "-sS",
         "-X",
@@ -503,5 +523,109 @@ async fn grpc_publish_pull_state_and_errors() {
         .await
         .unwrap();
     assert_eq!(again.into_inner().changes.len(), 2);
+    run.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_changing_calls_need_the_api_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_path = dir.path().join("api-token");
+    access::ensure_token_file(&token_path).unwrap();
+    let secret = std::fs::read_to_string(&token_path).unwrap();
+    let good = format!("Authorization: Bearer {}", secret.trim());
+    let run = start_as(
+        &dir.path().join("data"),
+        access::AccessArgs::token_file(&token_path),
+        true,
+    )
+    .await;
+    let h = run.http;
+    let event = br#"{"type":"live-event","member":"m1","body":{"n":1}}"#;
+    let device = br#"{"type":"phone","channel":"apns","token":"abc"}"#;
+    let writes: [(&str, &str, Option<&[u8]>); 5] = [
+        ("POST", "/v1/events", Some(event)),
+        ("POST", "/v1/members/m1/notifications/1/read", None),
+        ("PUT", "/v1/members/m1/devices/d1", Some(device)),
+        ("DELETE", "/v1/members/m1/devices/d1", None),
+        ("GET", "/v1/capture", None),
+    ];
+    for (method, path, body) in writes {
+        for headers in [
+            &[][..],
+            &["Authorization: Bearer not-the-token-0123456789"][..],
+            &["Authorization: Basic dXNlcjpwYXNz"][..],
+        ] {
+            let (status, answer) =
+                tokio::task::spawn_blocking(move || curl_with(h, method, path, body, headers))
+                    .await
+                    .unwrap();
+            assert_eq!(status, 401, "{method} {path} {headers:?}: {answer}");
+            assert!(answer.contains("unauthenticated"), "{answer}");
+        }
+    }
+    // Reads stay open, and nothing refused was published.
+    let (status, answer) = curl_async(h, "GET", "/v1/members/m1/notifications", None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(json(&answer)["changes"], serde_json::json!([]));
+    let accepted = {
+        let good = good.clone();
+        tokio::task::spawn_blocking(move || {
+            curl_with(h, "POST", "/v1/events", Some(event), &[good.as_str()])
+        })
+        .await
+        .unwrap()
+    };
+    assert_eq!(accepted.0, 202, "{}", accepted.1);
+
+    // gRPC: Publish, RegisterDevice and Mark answer UNAUTHENTICATED.
+    let mut c = NotifyClient::connect(format!("http://{}", run.grpc))
+        .await
+        .unwrap();
+    let publish = || pb::PublishRequest {
+        events: vec![pb::Event {
+            r#type: "live-event".into(),
+            member: "m2".into(),
+            body: b"{}".to_vec(),
+            ..Default::default()
+        }],
+    };
+    let refused = [
+        c.publish(publish()).await.unwrap_err(),
+        c.register_device(pb::RegisterDeviceRequest {
+            member: "m2".into(),
+            device_id: "d".into(),
+            device_type: "tv".into(),
+            channel: "apns".into(),
+            token: String::new(),
+        })
+        .await
+        .unwrap_err(),
+        c.mark(pb::MarkRequest {
+            member: "m1".into(),
+            notification_id: 1,
+            dismiss: false,
+        })
+        .await
+        .unwrap_err(),
+    ];
+    for status in refused {
+        assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    }
+    let pulled = c
+        .pull(pb::PullRequest {
+            member: "m2".into(),
+            since: 0,
+            limit: 10,
+            device_type: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pulled.changes.is_empty());
+    let mut request = tonic::Request::new(publish());
+    access::ClientToken::from_file(&token_path)
+        .unwrap()
+        .authorize(&mut request);
+    c.publish(request).await.unwrap();
     run.stop().await;
 }

@@ -136,6 +136,7 @@ async fn killing_an_edge_node_loses_no_durable_notification() {
     args.grpc = "127.0.0.1:0".parse().unwrap();
     args.http = "127.0.0.1:0".parse().unwrap();
     args.push_key_file = Some(key_file.clone());
+    args.access = access::AccessArgs::insecure();
     let run = notify::cli::start_with_clock(&args, TimeSource::system(1_000_000))
         .await
         .unwrap();

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
+use operate::metrics::Exposition;
 use tokio::sync::mpsc;
 
 use crate::frame::{Encoded, Frame, ReconnectReason};
@@ -648,74 +649,31 @@ impl EdgeNode {
         })
     }
 
-    /// Prometheus text exposition of the counters.
-    #[must_use]
-    pub fn prometheus(&self) -> String {
+    /// Writes the node's counters into `m` as `timecard_push_*` families
+    /// (under the push edge's names, whoever else `m` is for).
+    pub fn write_metrics(&self, m: &mut Exposition) {
         let s = &self.inner.stats;
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let mut out = String::new();
-        let mut metric = |name: &str, kind: &str, help: &str, lines: &[(&str, u64)]| {
-            out.push_str(&format!(
-                "# HELP timecard_push_{name} {help}\n# TYPE timecard_push_{name} {kind}\n"
-            ));
-            for (labels, v) in lines {
-                out.push_str(&format!("timecard_push_{name}{labels} {v}\n"));
-            }
-        };
-        metric(
-            "connections",
-            "gauge",
-            "Connections held.",
-            &[("", self.connections())],
-        );
-        metric(
-            "accepted_total",
-            "counter",
-            "Connections accepted.",
-            &[
-                ("{transport=\"websocket\"}", get(&s.accepted_ws)),
-                ("{transport=\"sse\"}", get(&s.accepted_sse)),
-            ],
-        );
-        metric(
-            "refused_total",
-            "counter",
-            "Connections refused.",
-            &[
-                ("{reason=\"auth\"}", get(&s.refused_auth)),
-                ("{reason=\"busy\"}", get(&s.refused_busy)),
-            ],
-        );
-        metric(
-            "frames_queued_total",
-            "counter",
-            "Frames queued to connections.",
-            &[("", get(&s.queued))],
-        );
-        metric(
-            "frames_written_total",
-            "counter",
-            "Frames written to sockets.",
-            &[("", get(&s.written))],
-        );
-        metric(
-            "closed_total",
-            "counter",
-            "Connections closed by the server.",
-            &[
-                ("{reason=\"slow\"}", get(&s.dropped_slow)),
-                ("{reason=\"idle\"}", get(&s.closed_idle)),
-                ("{reason=\"lifetime\"}", get(&s.closed_lifetime)),
-                ("{reason=\"drain\"}", get(&s.closed_drain)),
-            ],
-        );
-        metric(
-            "registry_records",
-            "gauge",
-            "Registry records held locally.",
-            &[("", self.inner.registry.len() as u64)],
-        );
-        out
+        m.daemon("push", env!("CARGO_PKG_VERSION"));
+        m.gauge("connections", "Connections held.")
+            .value(self.connections());
+        m.counter("accepted_total", "Connections accepted.")
+            .sample(&[("transport", "websocket")], get(&s.accepted_ws))
+            .sample(&[("transport", "sse")], get(&s.accepted_sse));
+        m.counter("refused_total", "Connections refused.")
+            .sample(&[("reason", "auth")], get(&s.refused_auth))
+            .sample(&[("reason", "busy")], get(&s.refused_busy));
+        m.counter("frames_queued_total", "Frames queued to connections.")
+            .value(get(&s.queued));
+        m.counter("frames_written_total", "Frames written to sockets.")
+            .value(get(&s.written));
+        m.counter("closed_total", "Connections closed by the server.")
+            .sample(&[("reason", "slow")], get(&s.dropped_slow))
+            .sample(&[("reason", "idle")], get(&s.closed_idle))
+            .sample(&[("reason", "lifetime")], get(&s.closed_lifetime))
+            .sample(&[("reason", "drain")], get(&s.closed_drain));
+        m.gauge("registry_records", "Registry records held locally.")
+            .value(self.inner.registry.len());
     }
 
     /// Serves an upgraded WebSocket until it closes.

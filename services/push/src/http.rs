@@ -6,7 +6,7 @@
 //! | `GET` | `/v1/sse?token=…[&topic=…]` | Server-Sent Events connection |
 //! | `POST` | `/v1/push` | publish (publisher token): one message object or an array of up to 1 000 |
 //! | `GET` | `/v1/status` | node status (JSON) |
-//! | `GET` | `/metrics` | Prometheus text |
+//! | `GET` | `/metrics` | Prometheus text, `timecard_push_*` |
 //!
 //! A publish names `member` (and optionally `device`) for unicast, or
 //! `topic` for a broadcast, plus `kind`, `body` (JSON), `durable` and `id`.
@@ -21,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::StreamExt;
+use operate::metrics::{CONTENT_TYPE, Exposition};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -267,11 +268,11 @@ async fn status(State(p): State<Processor>) -> Response {
 
 async fn metrics(State(p): State<Processor>) -> Response {
     match p.local() {
-        Some(node) => (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            node.prometheus(),
-        )
-            .into_response(),
+        Some(node) => {
+            let mut m = Exposition::new("push", env!("CARGO_PKG_VERSION"));
+            node.write_metrics(&mut m);
+            ([(header::CONTENT_TYPE, CONTENT_TYPE)], m.finish()).into_response()
+        }
         None => error(StatusCode::NOT_FOUND, "no edge node in this process"),
     }
 }
@@ -288,10 +289,19 @@ pub fn device_routes<S>(processor: Processor) -> Router<S> {
 /// The routes of an edge process, served by `processor` (whose local node
 /// holds the connections).
 pub fn router(processor: Processor) -> Router {
+    api_routes(processor.clone()).merge(
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(processor),
+    )
+}
+
+/// The routes of [`router`] but `/metrics`, for a process that serves its
+/// own metrics there (the `timecard up` dashboard writes its node's among them).
+pub fn api_routes(processor: Processor) -> Router {
     Router::new()
         .route("/v1/push", post(publish))
         .route("/v1/status", get(status))
-        .route("/metrics", get(metrics))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_PUBLISH_BYTES))
         .with_state(processor.clone())
         .merge(device_routes(processor))

@@ -9,6 +9,7 @@
 //! device side: reconnect with jittered backoff, resume from the pull store.
 //! [`load`] opens many connections for benchmarks.
 
+pub mod cli;
 pub mod client;
 pub mod edge;
 pub mod frame;

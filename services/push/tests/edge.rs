@@ -213,6 +213,25 @@ fn a_python_websockets_client_authenticates_and_receives_pushes() {
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert!(status["refused"]["auth"].as_u64() >= Some(3), "{status}");
+    // The same counters on /metrics, under the push edge's names.
+    let (code, metrics) = curl(&[&format!("http://{addr}/metrics")]);
+    assert_eq!(code, 200);
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {series} in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(value("timecard_push_refused_total{reason=\"auth\"}") >= 3.0);
+    assert!(value("timecard_push_accepted_total{transport=\"websocket\"}") >= 1.0);
+    assert!(value("timecard_push_frames_written_total") >= 1.0);
+    assert!(metrics.contains("# TYPE timecard_push_connections gauge\n"));
+    assert!(metrics.contains(&format!(
+        "timecard_build_info{{daemon=\"push\",version=\"{}\"}} 1\n",
+        env!("CARGO_PKG_VERSION")
+    )));
 }
 
 /// An edge node served in process on loopback.

@@ -300,8 +300,9 @@ impl ReplaySupport {
     }
 
     /// `api` behind the tap (when capturing), plus the lineage and capture
-    /// endpoints (outside the tap).
-    pub fn wrap(&self, api: Router) -> Router {
+    /// endpoints (outside the tap). Reading the capture needs a token from
+    /// `access`: it holds request bodies.
+    pub fn wrap(&self, api: Router, access: &access::Access) -> Router {
         let api = match &self.capture {
             Some((tap, _)) => api.layer(axum::middleware::from_fn_with_state(
                 tap.clone(),
@@ -309,11 +310,12 @@ impl ReplaySupport {
             )),
             None => api,
         };
+        let capture = access.guard(Router::new().route("/v1/capture", get(read_capture)));
         api.merge(
             Router::new()
                 .route("/v1/lineage", get(lineage_json))
-                .route("/v1/capture", get(read_capture))
                 .route("/v1/capture/stats", get(capture_stats))
+                .merge(capture)
                 .with_state(self.clone()),
         )
     }

@@ -30,6 +30,7 @@ fn args(dir: &std::path::Path, capture: bool) -> ServeArgs {
     a.common.system_clock_bound_us = 1_000;
     a.common.no_fsync = true;
     a.capture.capture = capture;
+    a.access = access::AccessArgs::insecure();
     a
 }
 

@@ -47,6 +47,7 @@ pub struct HttpClient {
     inner: Client<HttpConnector, Full<Bytes>>,
     max_answer: usize,
     marks_replays: bool,
+    token: Option<std::sync::Arc<access::ClientToken>>,
 }
 
 impl Default for HttpClient {
@@ -74,6 +75,7 @@ impl HttpClient {
                 .build(connector),
             max_answer,
             marks_replays: false,
+            token: None,
         }
     }
 
@@ -83,6 +85,14 @@ impl HttpClient {
     #[must_use]
     pub fn marking_replays(mut self) -> Self {
         self.marks_replays = true;
+        self
+    }
+
+    /// The same client sending `token` (if any) as `Authorization: Bearer`
+    /// on every request.
+    #[must_use]
+    pub fn with_token(mut self, token: Option<access::ClientToken>) -> Self {
+        self.token = token.map(std::sync::Arc::new);
         self
     }
 
@@ -123,6 +133,9 @@ impl HttpClient {
         }
         if !body.is_empty() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        if let Some(token) = &self.token {
+            request = request.header(http::header::AUTHORIZATION, token.header_value().clone());
         }
         let request = request
             .body(Full::new(Bytes::from(body)))

@@ -37,6 +37,9 @@ use tokio::io::AsyncWriteExt as _;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    // --log-level (default warn) and --log-format.
+    #[command(flatten)]
+    log: operate::logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -132,6 +135,14 @@ struct RunArgs {
     /// Assumed error of the system clock, µs.
     #[arg(long, default_value_t = 10_000)]
     system_clock_bound_us: i64,
+    /// API token for reading the source's capture (and, unless
+    /// --candidate-api-token-file, for the candidate's writes).
+    #[command(flatten)]
+    auth: access::ClientArgs,
+    /// File whose first token is sent to the candidate (default: the
+    /// --api-token-file).
+    #[arg(long, value_name = "PATH")]
+    candidate_api_token_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +156,9 @@ struct ExportArgs {
     /// Output file (default: standard output).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// API token for reading the capture.
+    #[command(flatten)]
+    auth: access::ClientArgs,
 }
 
 /// Built-in rules by name, else a file.
@@ -164,9 +178,14 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://")
 }
 
-async fn open_source(spec: &str, from: u64, follow: bool) -> anyhow::Result<Source> {
+async fn open_source(
+    spec: &str,
+    from: u64,
+    follow: bool,
+    token: Option<access::ClientToken>,
+) -> anyhow::Result<Source> {
     if is_url(spec) {
-        Ok(Source::http(spec, from, follow).await?)
+        Ok(Source::http(spec, from, follow, token).await?)
     } else if spec.contains("://") {
         bail!("--source {spec}: only http:// URLs and files are supported");
     } else {
@@ -216,7 +235,14 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
         bail!("--concurrency and --timeout-ms must be positive");
     }
     let rules = load_rules(args.rules.as_deref())?;
-    let client = HttpClient::new().marking_replays();
+    let source_token = args.auth.token()?;
+    let candidate_token = match &args.candidate_api_token_file {
+        Some(path) => Some(access::ClientToken::from_file(path)?),
+        None => source_token.clone(),
+    };
+    let client = HttpClient::new()
+        .marking_replays()
+        .with_token(candidate_token);
     let lineage = match candidate_lineage(&client, &args.candidate).await {
         Ok(l) => Some(l),
         Err(e) if args.reads_only => {
@@ -236,7 +262,7 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
     } else {
         Some(DiffTable::open(&args.warehouse, "replay", "diffs").await?)
     };
-    let mut source = open_source(&args.source, args.from, args.follow).await?;
+    let mut source = open_source(&args.source, args.from, args.follow, source_token).await?;
     let run_id = args
         .run_id
         .clone()
@@ -370,7 +396,7 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
             args.source
         );
     }
-    let mut source = Source::http(&args.source, args.from, false).await?;
+    let mut source = Source::http(&args.source, args.from, false, args.auth.token()?).await?;
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = match &args.out {
         Some(p) => Box::new(
             tokio::fs::File::create(p)
@@ -458,13 +484,11 @@ async fn diffs(args: DiffsArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    if let Err(e) = cli.log.init("warn") {
+        eprintln!("timecard-replay: {e}");
+        return std::process::ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Run(args) => {
             let fail_on_diff = args.fail_on_diff;

@@ -174,9 +174,16 @@ pub enum Source {
 
 impl Source {
     /// The capture stream of the service at `base` from sequence `from`; up
-    /// to its end at this moment, or on and on with `follow`.
-    pub async fn http(base: &str, from: u64, follow: bool) -> Result<Self, SourceError> {
-        let client = HttpClient::with_limit(MAX_PAGE_BYTES);
+    /// to its end at this moment, or on and on with `follow`; `token` is
+    /// sent with every request (reading a capture needs one unless the
+    /// service runs `--insecure`).
+    pub async fn http(
+        base: &str,
+        from: u64,
+        follow: bool,
+        token: Option<access::ClientToken>,
+    ) -> Result<Self, SourceError> {
+        let client = HttpClient::with_limit(MAX_PAGE_BYTES).with_token(token);
         let base = base.trim_end_matches('/').to_owned();
         let stop_at = if follow {
             None

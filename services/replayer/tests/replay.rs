@@ -36,7 +36,19 @@ fn counter_args(dir: &Path, capture: bool) -> ServeArgs {
     args.common.backend = format!("embedded:{}", dir.display());
     args.common.system_clock_bound_us = 1_000;
     args.capture.capture = capture;
+    args.access = access::AccessArgs::insecure();
     args
+}
+
+/// A token file (mode 0600) in `dir`, and a client sending its token.
+fn token_file(dir: &Path, name: &str) -> (String, HttpClient) {
+    let path = dir.join(name);
+    access::ensure_token_file(&path).unwrap();
+    let token = access::ClientToken::from_file(&path).unwrap();
+    (
+        path.display().to_string(),
+        HttpClient::new().with_token(Some(token)),
+    )
 }
 
 async fn call(client: &HttpClient, method: &str, url: &str, body: &str) -> (u16, String) {
@@ -186,11 +198,13 @@ print(json.dumps({"rows": rows, "spec": spec, "mismatch_rows": mismatches}))
 fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let client = HttpClient::new();
+    // Production and the identical candidate need tokens (their own each).
+    let (prod_token, client) = token_file(dir.path(), "prod-token");
+    let (same_token, same_client) = token_file(dir.path(), "same-token");
     let url = |r: &Running| format!("http://{}", r.http);
-    let prod = rt
-        .block_on(start(&counter_args(&dir.path().join("prod"), true)))
-        .unwrap();
+    let mut prod_args = counter_args(&dir.path().join("prod"), true);
+    prod_args.access = access::AccessArgs::token_file(&prod_token);
+    let prod = rt.block_on(start(&prod_args)).unwrap();
     let prod_url = url(&prod);
     let (requests, writes) = rt.block_on(traffic(&client, &prod_url));
 
@@ -202,13 +216,27 @@ fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
 
     // 1. An identical candidate with its own store: nothing differs, and
     // the writes reached its store.
-    let same = rt
-        .block_on(start(&counter_args(&dir.path().join("same"), false)))
-        .unwrap();
+    let mut same_args = counter_args(&dir.path().join("same"), false);
+    same_args.access = access::AccessArgs::token_file(&same_token);
+    let same = rt.block_on(start(&same_args)).unwrap();
+    // Without a token production does not hand out its capture.
+    let (code, _, stderr) = replay_bin(&[
+        "run",
+        "--source",
+        &prod_url,
+        "--candidate",
+        &url(&same),
+        "--no-table",
+    ]);
+    assert!(code == 1 && stderr.contains("401"), "{code} {stderr}");
     let (code, summary, stderr) = replay_bin(&[
         "run",
         "--source",
         &prod_url,
+        "--api-token-file",
+        &prod_token,
+        "--candidate-api-token-file",
+        &same_token,
         "--candidate",
         &url(&same),
         "--rules",
@@ -262,6 +290,8 @@ fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
         "export",
         "--source",
         &prod_url,
+        "--api-token-file",
+        &prod_token,
         "--out",
         export.to_str().unwrap(),
     ]);
@@ -389,6 +419,8 @@ fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
         "run",
         "--source",
         &prod_url,
+        "--api-token-file",
+        &prod_token,
         "--candidate",
         &prod_url,
         "--rules",
@@ -421,7 +453,7 @@ fn replay_finds_exactly_the_seeded_bugs_and_nothing_else() {
     ));
     assert_eq!(s, 400, "{body}");
     let (s, body) = rt.block_on(call(
-        &client,
+        &same_client,
         "GET",
         &format!("{}/v1/capture", url(&same)),
         "",
@@ -497,6 +529,7 @@ fn notify_args(dir: &Path, capture: bool) -> notify::cli::ServeArgs {
     args.grpc = "127.0.0.1:0".parse().unwrap();
     args.http = "127.0.0.1:0".parse().unwrap();
     args.capture.capture = capture;
+    args.access = access::AccessArgs::insecure();
     args
 }
 
