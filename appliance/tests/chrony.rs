@@ -19,10 +19,13 @@
 //! skip it (and it says so on stderr).
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use timecard_sim::Sim;
+
+mod common;
+use common::{Killed, Scratch, wait_for};
 
 /// chronyd's estimate and ground truth must agree this closely, s. The
 /// exporter's samples are card latches bracketed by the system clock (a few
@@ -33,55 +36,6 @@ use timecard_sim::Sim;
 const TOLERANCE_S: f64 = 50e-6;
 /// The PPS phase offset injected into the simulated GNSS receiver, ns.
 const INJECTED_NS: i64 = 400_000;
-
-/// A child process killed and reaped on drop, whatever the test did.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A private scratch directory (0700, as chronyd requires for its socket), removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("tc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        Self(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Polls `f` every 250 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 /// chronyd and chronyc: `$TIMECARD_CHRONYD`/`$TIMECARD_CHRONYC`, or Debian's
 /// package extracted (not installed) into `~/.cache/timecard/chrony`.
@@ -200,7 +154,7 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
         return;
     };
     let kernel_before = kernel_clock();
-    let dir = Scratch::new("chrony");
+    let dir = Scratch::private("chrony");
     let bar = dir.path("card.bar");
     let bar_arg = bar.to_str().unwrap().to_owned();
     let device = format!("sim:{bar_arg}");
@@ -264,7 +218,7 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
             refclock.display(),
             dir.path("chronyd.pid").display(),
             cmdsock.display(),
-            dir.0.display()
+            dir.path("").display()
         ),
     )
     .unwrap();

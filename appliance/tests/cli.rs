@@ -4,9 +4,12 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{Killed, Scratch, wait_for};
 
 /// A `timecard` command.
 fn timecard() -> Command {
@@ -36,30 +39,6 @@ fn running_as_root() -> bool {
         .find_map(|l| l.strip_prefix("Uid:"))
         .and_then(|uids| uids.split_whitespace().next())
         == Some("0")
-}
-
-/// A scratch directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    /// A fresh, empty directory named after the test and this process.
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("tc-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create scratch dir");
-        Self(dir)
-    }
-
-    /// A file in the directory.
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 #[test]
@@ -617,31 +596,6 @@ fn start_sim(bar: &Path, duration: &str) -> Killed {
         text.contains("Stops after").then_some(())
     });
     child
-}
-
-/// A child process killed and reaped on drop, whatever the test did.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Polls `f` every 200 ms until it returns `Some`, for at most `limit`.
-fn wait_for<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The doctor's line for check `name`.

@@ -24,12 +24,15 @@
 //! Chromium must be installed (`apt-get install -y chromium`; scripts/test.sh
 //! does it): without it this test fails and says so.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Read as _;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
+
+mod common;
+use common::{Killed, http_get, lines_of};
 
 /// The browser.
 const CHROMIUM: &str = "chromium";
@@ -59,29 +62,6 @@ fn chromium(profile: &Path) -> Command {
     c
 }
 
-/// A child process, killed when dropped (a failed assertion leaves nothing behind).
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a child's output, read by a thread of their own.
-fn lines_of(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
 /// Runs `cmd` to completion within `limit` (killing it after), returning stdout.
 fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
     let child = cmd
@@ -89,7 +69,7 @@ fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{what}: {e}"));
-    let mut child = Reaped(child);
+    let mut child = Killed(child);
     let mut stdout = child.0.stdout.take().expect("piped stdout");
     let reader = std::thread::spawn(move || {
         let mut s = String::new();
@@ -105,45 +85,6 @@ fn run_within(mut cmd: Command, limit: Duration, what: &str) -> String {
         std::thread::sleep(Duration::from_millis(50));
     }
     reader.join().expect("stdout reader")
-}
-
-/// `GET path` on `addr` with HTTP/1.1; the response head and body (by
-/// Content-Length: DevTools keeps the connection open).
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut r = BufReader::new(s);
-    let mut head = String::new();
-    let mut length = None;
-    loop {
-        let mut line = String::new();
-        r.read_line(&mut line).expect("read the response head");
-        if line.trim_end().is_empty() {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':')
-            && name.eq_ignore_ascii_case("content-length")
-        {
-            length = value.trim().parse::<usize>().ok();
-        }
-        head.push_str(&line);
-    }
-    let mut body = Vec::new();
-    match length {
-        Some(n) => {
-            body.resize(n, 0);
-            r.read_exact(&mut body).expect("read the response body");
-        }
-        None => {
-            r.read_to_end(&mut body).expect("read the response body");
-        }
-    }
-    (head, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Text of the element with `id` in serialized HTML.
@@ -162,7 +103,7 @@ fn text_of(dom: &str, id: &str) -> String {
 /// `timecard up` on the simulator, every listener on an ephemeral port.
 struct Up {
     /// The process.
-    child: Reaped,
+    child: Killed,
     /// Its stdout, line by line.
     lines: Receiver<String>,
     /// Lines read so far.
@@ -193,7 +134,7 @@ impl Up {
             .expect("spawn timecard up");
         let lines = lines_of(child.stdout.take().expect("piped stdout"));
         Self {
-            child: Reaped(child),
+            child: Killed(child),
             lines,
             seen: Vec::new(),
             log,
@@ -299,7 +240,7 @@ fn a_browser_shows_the_live_dashboard() {
 
     // WebSocket, in real time: the page's title follows the snapshots.
     let mut browser = chromium(&dir.path().join("profile-ws"));
-    let mut browser = Reaped(
+    let mut browser = Killed(
         browser
             .arg("--remote-debugging-port=0")
             .arg(&url)

@@ -11,53 +11,14 @@
 //!   queries is exported by one of them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use operate::metrics::{Exposition, Histogram, Kind, check_name};
 
-/// Kills the child when the test ends, however it ends.
-struct Reaped(Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a child's stdout, read by a thread of their own.
-fn lines_of(out: impl std::io::Read + Send + 'static) -> Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// `GET path` on `addr`: (head, body).
-fn http_get(addr: &str, path: &str) -> (String, String) {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let text = String::from_utf8(raw).expect("UTF-8 answer");
-    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
-    (head.to_owned(), body.to_owned())
-}
+mod common;
+use common::{Killed, http_get, lines_of};
 
 /// The address in `line` right after `marker` (`http://ADDR/…`).
 fn addr_after(line: &str, marker: &str) -> String {
@@ -218,7 +179,7 @@ fn every_daemon_serves_metrics_the_reference_parser_reads_and_the_dashboard_uses
         .spawn()
         .expect("spawn timecard up");
     let lines = lines_of(child.stdout.take().unwrap());
-    let _up = Reaped(child);
+    let _up = Killed(child);
 
     // The banner names every listener.
     let mut endpoints: BTreeMap<&str, String> = BTreeMap::new();

@@ -24,7 +24,7 @@ struct Server {
 fn start(dir: &std::path::Path, grpc_port: u16) -> Server {
     let (child, grpc) = spawn_service(
         Command::new(env!("CARGO_BIN_EXE_timecard-counter"))
-            .args(["serve", "--backend"])
+            .args(["serve", "--insecure", "--backend"])
             .arg(format!("embedded:{}", dir.display()))
             .args(["--namespace", "ev=eventual", "--namespace", "acc=accurate"])
             .args([

@@ -38,7 +38,7 @@ impl Drop for Server {
 fn start(dir: &std::path::Path, port: u16) -> Server {
     let (child, grpc) = spawn_service(
         Command::new(env!("CARGO_BIN_EXE_timecard-notify"))
-            .args(["serve", "--shards", "2", "--backend"])
+            .args(["serve", "--insecure", "--shards", "2", "--backend"])
             .arg(format!("embedded:{}", dir.display()))
             .args([
                 "--grpc",
