@@ -571,9 +571,13 @@ fn scan<'c>(args: &[OsString], root: &'c Command) -> Option<Scan<'c>> {
                 }
             }
         } else if let Some(sub) = cmd.find_subcommand(token) {
+            // Global flags given before the subcommand still count as given.
+            given.retain(|id| {
+                cmd.get_arguments()
+                    .any(|a| a.is_global_set() && a.get_id().as_str() == id.as_str())
+            });
             cmd = sub;
             config = Some(None);
-            given.clear();
         }
         i += 1;
     }
@@ -666,6 +670,9 @@ mod tests {
     struct Tool {
         #[command(subcommand)]
         command: ToolCommand,
+        /// A global flag (like the daemons' --log-level).
+        #[arg(long, global = true, default_value = "warn")]
+        level: String,
     }
 
     #[derive(Debug, Subcommand)]
@@ -794,6 +801,14 @@ verbose = 2
             panic!("serve");
         };
         assert_eq!(s.port, 1);
+        // A global flag before the subcommand wins over the file too.
+        let (_d3, p3) = file("port = 9000\nlevel = \"info\"\n");
+        let p3 = p3.to_str().unwrap();
+        assert_eq!(parse(&["tool", "serve", "--config", p3]).level, "info");
+        assert_eq!(
+            parse(&["tool", "--level", "debug", "serve", "--config", p3]).level,
+            "debug"
+        );
         // `get` has no --config: its arguments pass through untouched.
         let out = expand_args(["tool", "get", "serve"], &Tool::command()).unwrap();
         assert_eq!(out, ["tool", "get", "serve"].map(OsString::from));

@@ -41,7 +41,7 @@ pub fn run(args: &ConfigCheckArgs, out: &mut dyn Write) -> Result<()> {
     let mut bad = 0;
     for (file, daemon) in args.files.iter().zip(daemons) {
         let problems = match std::fs::read_to_string(file) {
-            Ok(text) => check(daemon, &text),
+            Ok(text) => check_file(daemon, file, &text),
             Err(e) => {
                 writeln!(out, "{}: cannot read: {e}", file.display())?;
                 bad += 1;
@@ -78,14 +78,21 @@ fn daemon_of(file: &Path) -> Option<Daemon> {
 /// Every problem of `text` as `daemon`'s config file.
 #[must_use]
 pub fn check(daemon: Daemon, text: &str) -> Vec<Diagnostic> {
+    if daemon == Daemon::PtpServer {
+        return check_ptp_server(text);
+    }
+    operate::config::check(text, &serve_command(daemon))
+}
+
+/// The command line `daemon` parses (ptp-server has its own file format).
+fn serve_command(daemon: Daemon) -> Command {
     // `serve`'s own flags plus the logging flags every daemon takes (global
     // on the daemons' command lines, so `--config` accepts them too).
     let serve = |name: &'static str, augment: fn(Command) -> Command| {
         operate::logging::LogArgs::augment_args(augment(Command::new(name)))
     };
-    let cmd = match daemon {
-        Daemon::PtpServer => return check_ptp_server(text),
-        Daemon::Fbclockd => fbclockd::cli::Args::command(),
+    match daemon {
+        Daemon::PtpServer | Daemon::Fbclockd => fbclockd::cli::Args::command(),
         Daemon::Counter => serve(
             "timecard-counter serve",
             counter::cli::ServeArgs::augment_args,
@@ -95,40 +102,101 @@ pub fn check(daemon: Daemon, text: &str) -> Vec<Diagnostic> {
             notify::cli::ServeArgs::augment_args,
         ),
         Daemon::Push => serve("timecard-push serve", push::cli::ServeArgs::augment_args),
-    };
-    operate::config::check(text, &cmd)
+    }
 }
 
-/// A ptp-server file through ptp-server's loader. Its range checks name the
-/// field in their message but carry no position: the problem is put at the
-/// key the message names first (1:1 when it names none in the file).
-fn check_ptp_server(text: &str) -> Vec<Diagnostic> {
-    let config = match operate::config::deserialize::<ptp_server::config::Config>(text) {
-        Ok(c) => c,
-        Err(d) => return vec![d],
-    };
-    let Err(e) = config.validate() else {
-        return Vec::new();
-    };
-    let message = match e {
-        ptp_server::config::ConfigError::Invalid(m) => m,
-        other => other.to_string(),
-    };
+/// As [`check`], then, when the file is clean, the daemon's own validation
+/// of the settings it expands into (what it checks at start beyond each
+/// flag's parser: counter namespaces and ranges, notify types, fbclockd's
+/// bounds), so that `ok` means the daemon starts.
+fn check_file(daemon: Daemon, file: &Path, text: &str) -> Vec<Diagnostic> {
+    let problems = check(daemon, text);
+    if !problems.is_empty() || daemon == Daemon::PtpServer {
+        return problems;
+    }
+    match daemon_validation(daemon, file) {
+        Ok(()) => Vec::new(),
+        Err(message) => vec![at_key_named(text, message)],
+    }
+}
+
+/// Parses `--config FILE` as `daemon` does and runs its start-up checks.
+fn daemon_validation(daemon: Daemon, file: &Path) -> Result<(), String> {
+    use clap::FromArgMatches as _;
+    if matches!(daemon, Daemon::Push | Daemon::PtpServer) {
+        // Nothing beyond the flags' parsers (push's key file comes from its unit).
+        return Ok(());
+    }
+    let cmd = serve_command(daemon);
+    let argv = [
+        std::ffi::OsString::from("check"),
+        "--config".into(),
+        file.into(),
+    ];
+    let expanded = operate::config::expand_args(argv, &cmd).map_err(|e| e.to_string())?;
+    let matches = cmd.try_get_matches_from(expanded).map_err(|e| {
+        let text = e.to_string();
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .take_while(|l| !l.starts_with("Usage:"))
+            .collect();
+        lines.join(" ").trim_start_matches("error: ").to_owned()
+    })?;
+    let fail = |e: &dyn std::fmt::Display| format!("{e:#}");
+    match daemon {
+        Daemon::Fbclockd => fbclockd::cli::Args::from_arg_matches(&matches)
+            .map_err(|e| fail(&e))?
+            .config()
+            .validate()
+            .map_err(|e| fail(&e)),
+        Daemon::Counter => counter::cli::ServeArgs::from_arg_matches(&matches)
+            .map_err(|e| fail(&e))?
+            .config()
+            .map(drop)
+            .map_err(|e| fail(&e)),
+        Daemon::Notify => notify::cli::ServeArgs::from_arg_matches(&matches)
+            .map_err(|e| fail(&e))?
+            .config()
+            .map(drop)
+            .map_err(|e| fail(&e)),
+        Daemon::Push | Daemon::PtpServer => Ok(()),
+    }
+}
+
+/// `message` at the key of `text` it names first (1:1 when it names none).
+fn at_key_named(text: &str, message: String) -> Diagnostic {
     let (line, column) = operate::config::keys(text)
         .into_iter()
         .filter_map(|(key, line, column)| {
             let found = message
                 .find(key.as_str())
-                .or_else(|| message.find(&key.replace('_', " ")))?;
+                .or_else(|| message.find(&key.replace(['_', '-'], " ")))?;
             Some((found, line, column))
         })
         .min()
         .map_or((1, 1), |(_, line, column)| (line, column));
-    vec![Diagnostic {
+    Diagnostic {
         line,
         column,
         message,
-    }]
+    }
+}
+
+/// A ptp-server file through ptp-server's loader. Its range checks name the
+/// field in their message but carry no position: the problem is put at the
+/// key the message names first.
+fn check_ptp_server(text: &str) -> Vec<Diagnostic> {
+    let config = match operate::config::deserialize::<ptp_server::config::Config>(text) {
+        Ok(c) => c,
+        Err(d) => return vec![d],
+    };
+    match config.validate() {
+        Ok(()) => Vec::new(),
+        Err(ptp_server::config::ConfigError::Invalid(m)) => vec![at_key_named(text, m)],
+        Err(other) => vec![at_key_named(text, other.to_string())],
+    }
 }
 
 #[cfg(test)]
@@ -203,6 +271,49 @@ mod tests {
     }
 
     #[test]
+    fn ok_means_the_daemon_accepts_the_settings_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        for (daemon, good, bad, line, says) in [
+            (
+                Daemon::Counter,
+                "namespace = [\"views=eventual\", \"likes=accurate\"]\n",
+                "grpc = \"127.0.0.1:7340\"\nnamespace = [\"views=eventual\", \"views=accurate\"]\n",
+                2,
+                "given twice",
+            ),
+            (
+                Daemon::Counter,
+                "accept-limit-ms = 5000\n",
+                "grace-ms = 10\naccept-limit-ms = 0\n",
+                2,
+                "--accept-limit-ms 0",
+            ),
+            (
+                Daemon::Fbclockd,
+                "exchange-timeout = \"200ms\"\n",
+                "max-drift-ppb = -1.0\n",
+                1,
+                "must be non-negative",
+            ),
+        ] {
+            let file = dir.path().join("x.toml");
+            std::fs::write(&file, good).unwrap();
+            let d = check_file(daemon, &file, good);
+            assert!(d.is_empty(), "{daemon:?} {good:?}: {d:?}");
+            std::fs::write(&file, bad).unwrap();
+            // The flags' own parsers accept it; the daemon would not start.
+            assert!(
+                check(daemon, bad).is_empty(),
+                "{daemon:?} {bad:?}: {:?}",
+                check(daemon, bad)
+            );
+            let d = check_file(daemon, &file, bad);
+            assert_eq!(at(&d), [(line, 1)], "{daemon:?} {bad:?}: {d:?}");
+            assert!(d[0].message.contains(says), "{d:?}");
+        }
+    }
+
+    #[test]
     fn the_packaged_configs_and_their_commented_defaults_are_valid() {
         for (daemon, text) in [
             (
@@ -226,7 +337,10 @@ mod tests {
                 include_str!("../../../packaging/etc/push.toml"),
             ),
         ] {
-            assert_eq!(check(daemon, text), [], "{daemon:?}");
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("shipped.toml");
+            std::fs::write(&file, text).unwrap();
+            assert_eq!(check_file(daemon, &file, text), [], "{daemon:?}");
             // Every `# key = value` line, uncommented, is a valid setting.
             let uncommented: String = text
                 .lines()
@@ -245,6 +359,7 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n");
             assert_ne!(uncommented, text, "{daemon:?}: no commented defaults");
+            // (As flags: some name files that exist only on an appliance.)
             assert_eq!(check(daemon, &uncommented), [], "{daemon:?}");
         }
     }

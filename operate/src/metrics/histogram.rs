@@ -3,7 +3,10 @@
 //!
 //! Values are nanoseconds in log-linear buckets (8 per power of two, so a
 //! quantile is within 13 % of the true value); a scrape exports them at the
-//! fixed Prometheus bounds [`LATENCY_BOUNDS_S`].
+//! fixed Prometheus bounds [`LATENCY_BOUNDS_S`]. An internal bucket that
+//! straddles an export bound is counted at the next bound up, so `le`
+//! counts are exact only to the internal bucket's width (≤ 12.5 % of the
+//! bound): values just under a bound may appear one bound later.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

@@ -232,9 +232,13 @@ impl Access {
         };
         let verdict = match authorization {
             None => Err(Refusal::Missing),
-            Some(value) => match value.strip_prefix(b"Bearer ") {
+            // The scheme is case-insensitive (RFC 9110 §11.1).
+            Some(value) => match value
+                .split_at_checked(7)
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case(b"bearer "))
+            {
                 None => Err(Refusal::Malformed),
-                Some(token) => {
+                Some((_, token)) => {
                     let presented = digest(token.trim_ascii());
                     // Every digest is compared, in constant time each.
                     let matched = digests
@@ -548,6 +552,11 @@ mod tests {
         assert!(
             access
                 .check(Some(b"Bearer second-token-0123456789"))
+                .is_ok()
+        );
+        assert!(
+            access
+                .check(Some(b"bearer second-token-0123456789"))
                 .is_ok()
         );
 

@@ -363,6 +363,12 @@ async fn state_changing_calls_need_the_api_token() {
         http_as(h, "GET", "/v1/capture?from=1", None, Some(&bearer)).0,
         200
     );
+    // The capture kept the read and the accepted add, none of the refused
+    // calls (they would be replayed with the replayer's token).
+    let (_, stats) = http(h, "GET", "/v1/capture/stats", None);
+    let stats: serde_json::Value = serde_json::from_str(&stats).unwrap();
+    assert_eq!(stats["captured"], 2, "{stats}");
+    assert_eq!(stats["skipped"], 9, "{stats}");
 
     // gRPC: AddCount, AddAndGetCount and ClearCount answer UNAUTHENTICATED.
     let mut c = CounterClient::connect(format!("http://{}", run.grpc))

@@ -335,8 +335,9 @@ fn too_large_or_bad(status: StatusCode, text: String) -> ApiError {
     ApiError(status, text, kind)
 }
 
-/// The router; the state-changing routes (publish, mark, device
-/// registration) need a token from `access`.
+/// The API router (without the edge's device routes, which [`serve`] adds
+/// outside the capture tap); the state-changing routes (publish, mark,
+/// device registration) need a token from `access`.
 pub fn router(svc: Svc, access: &Access) -> Router {
     let writes = access.guard(
         Router::new()
@@ -354,7 +355,6 @@ pub fn router(svc: Svc, access: &Access) -> Router {
         .merge(writes)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::map_response(map_body_errors))
-        .merge(push::http::device_routes(svc.edge().clone()))
         .with_state(svc)
 }
 
@@ -393,11 +393,16 @@ pub async fn serve(
             n.config().write_timeout
         });
     let listener = push::net::TimeoutListener::new(listener, timeout);
-    // Scrapes stay outside the capture tap: they are not API traffic to replay.
+    // Scrapes and device connections stay outside the capture tap: they are
+    // not API traffic to replay, and device URLs carry device tokens.
     let scrapes = Router::new()
         .route("/metrics", get(metrics))
         .with_state(svc.clone());
-    let app = replay.wrap(router(svc, &access), &access).merge(scrapes);
+    let devices = push::http::device_routes(svc.edge().clone());
+    let app = replay
+        .wrap(router(svc, &access), &access)
+        .merge(scrapes)
+        .merge(devices);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

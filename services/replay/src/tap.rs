@@ -317,7 +317,10 @@ pub async fn capture(State(tap): State<CaptureTap>, request: Request, next: Next
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if streaming || !fits(response.body(), tap.max_body) {
+    // A call refused for want of a token is not traffic: replayed with the
+    // replayer's token it would be carried out.
+    let refused = response.status() == axum::http::StatusCode::UNAUTHORIZED;
+    if streaming || refused || !fits(response.body(), tap.max_body) {
         tap.skip();
         return response;
     }

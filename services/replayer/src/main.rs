@@ -135,12 +135,11 @@ struct RunArgs {
     /// Assumed error of the system clock, µs.
     #[arg(long, default_value_t = 10_000)]
     system_clock_bound_us: i64,
-    /// API token for reading the source's capture (and, unless
-    /// --candidate-api-token-file, for the candidate's writes).
+    /// API token for reading the source's capture (sent to the source only).
     #[command(flatten)]
     auth: access::ClientArgs,
-    /// File whose first token is sent to the candidate (default: the
-    /// --api-token-file).
+    /// File whose first token is sent to the candidate (for its writes;
+    /// default: no token).
     #[arg(long, value_name = "PATH")]
     candidate_api_token_file: Option<PathBuf>,
 }
@@ -236,10 +235,12 @@ async fn run_replay(args: RunArgs) -> anyhow::Result<bool> {
     }
     let rules = load_rules(args.rules.as_deref())?;
     let source_token = args.auth.token()?;
-    let candidate_token = match &args.candidate_api_token_file {
-        Some(path) => Some(access::ClientToken::from_file(path)?),
-        None => source_token.clone(),
-    };
+    // Production's token never goes to the candidate unless asked for.
+    let candidate_token = args
+        .candidate_api_token_file
+        .as_deref()
+        .map(access::ClientToken::from_file)
+        .transpose()?;
     let client = HttpClient::new()
         .marking_replays()
         .with_token(candidate_token);
