@@ -771,6 +771,11 @@ pub struct UpArgs {
     #[arg(long, value_name = "PATH", default_value = fbclock::DEFAULT_PATH)]
     pub fbclock_shm: PathBuf,
 
+    /// fbclockd's gRPC API (GetTime, WaitUntil, Status, Watch; read-only);
+    /// `off` disables (port in use: an ephemeral port, and `up` says so)
+    #[arg(long, value_name = "ADDR", default_value = fbclockd::cli::DEFAULT_GRPC)]
+    pub fbclock_grpc: operate::metrics::http::ListenAddr,
+
     /// The distributed counter `up` runs.
     #[command(flatten)]
     pub counter: CounterArgs,
@@ -890,6 +895,17 @@ pub struct PtpArgs {
     /// PTP server configuration file (TOML); the flags above override it
     #[arg(long, value_name = "FILE")]
     pub ptp_config: Option<PathBuf>,
+
+    /// Feed chronyd from the card, beside the PTP server (the card's one
+    /// owner): the PATH of `refclock SOCK PATH` in chrony.conf. What it sends
+    /// and when: `timecard chrony --help`
+    #[arg(long, value_name = "PATH", conflicts_with = "no_ptp")]
+    pub chrony_sock: Option<PathBuf>,
+
+    /// With --chrony-sock: keep feeding chronyd this long after the card was
+    /// last seen locked to GNSS [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "chrony_sock")]
+    pub chrony_max_holdover: Option<Duration>,
 }
 
 #[cfg(test)]

@@ -5,9 +5,11 @@
 //! (the kernel refuses every clock change anyway), in a private 0700
 //! directory with its command socket there and no network ports.
 //!
-//! A simulated card (`timecard sim`) is brought up and supervised by
-//! `timecard watch`, as an appliance would; `timecard chrony` feeds chronyd's
-//! `refclock SOCK`. The test asserts that chronyd selects the refclock, that
+//! Two feeders of chronyd's `refclock SOCK`: `timecard chrony`, beside a
+//! simulated card (`timecard sim`) brought up and supervised by `timecard
+//! watch`; and `timecard up --chrony-sock`, the card's owner feeding chronyd
+//! from its PTP server's card sampler (as it must for a card behind
+//! vfio-pci, which one process owns). The test asserts that chronyd selects the refclock, that
 //! chronyd's estimate of the system clock's offset (`chronyc tracking`'s
 //! "System time", the correction chronyd would apply) equals the card's UTC
 //! minus the system clock as the simulator's ground truth has it, with a
@@ -148,40 +150,100 @@ fn agree(bin: &Path, sock: &Path, sim: &Sim, limit: Duration) -> (f64, f64, f64)
     }
 }
 
+/// Who feeds chronyd in a test.
+#[derive(Clone, Copy, Debug)]
+enum Feeder {
+    /// `timecard chrony`, a process of its own, while `timecard watch`
+    /// owns and supervises the card (a simulator process).
+    Separate,
+    /// `timecard up --chrony-sock`: the card's one owner (simulator, PTP
+    /// server and supervisor in one process) feeds chronyd itself, as it
+    /// must for a card behind vfio-pci.
+    Owner,
+}
+
 #[test]
-fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
+fn chronyd_selects_the_card_fed_by_timecard_chrony_and_agrees_with_ground_truth() {
+    chronyd_follows_the_card(Feeder::Separate);
+}
+
+#[test]
+fn chronyd_selects_the_card_fed_by_its_owner_timecard_up_and_agrees_with_ground_truth() {
+    chronyd_follows_the_card(Feeder::Owner);
+}
+
+/// Brings up the card, injects a known offset, starts chronyd and the
+/// feeder, and checks selection, agreement with ground truth and the leap
+/// announcement.
+fn chronyd_follows_the_card(feeder: Feeder) {
     let Some((chronyd, chronyc_bin)) = chrony() else {
         return;
     };
     let kernel_before = kernel_clock();
-    let dir = Scratch::private("chrony");
+    let dir = Scratch::private(match feeder {
+        Feeder::Separate => "chrony-separate",
+        Feeder::Owner => "chrony-owner",
+    });
     let bar = dir.path("card.bar");
     let bar_arg = bar.to_str().unwrap().to_owned();
     let device = format!("sim:{bar_arg}");
     let timecard = env!("CARGO_BIN_EXE_timecard");
+    let refclock = dir.path("timecard.sock");
+    let cmdsock = dir.path("chronyd.sock");
 
-    // The card: a simulator process, brought up and supervised by `watch`.
-    let sim_out = dir.path("sim.out");
-    let _sim = Killed(
-        Command::new(timecard)
-            .args(["sim", "--bar", &bar_arg, "--duration", "170s"])
-            .stdout(std::fs::File::create(&sim_out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start timecard sim"),
-    );
-    wait_for(Duration::from_secs(20), "the simulator", || {
-        let text = std::fs::read_to_string(&sim_out).unwrap_or_default();
-        text.contains("Stops after").then_some(())
-    });
-    let _owner = Killed(
-        Command::new(timecard)
-            .args(["watch", "--device", &device])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start timecard watch"),
-    );
+    // The card: a simulator process supervised by `watch`, or `up`.
+    let card_out = dir.path("card.out");
+    let card_procs: Vec<Killed> = match feeder {
+        Feeder::Separate => {
+            let sim = Killed(
+                Command::new(timecard)
+                    .args(["sim", "--bar", &bar_arg, "--duration", "170s"])
+                    .stdout(std::fs::File::create(&card_out).unwrap())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start timecard sim"),
+            );
+            wait_for(Duration::from_secs(20), "the simulator", || {
+                let text = std::fs::read_to_string(&card_out).unwrap_or_default();
+                text.contains("Stops after").then_some(())
+            });
+            let owner = Killed(
+                Command::new(timecard)
+                    .args(["watch", "--device", &device])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("start timecard watch"),
+            );
+            vec![sim, owner]
+        }
+        Feeder::Owner => {
+            let up = Killed(
+                Command::new(timecard)
+                    .args(["--log-level", "warn,ptp_server::source=info"])
+                    .args(["up", "--bar", &bar_arg, "--duration", "170s"])
+                    .args([
+                        "--no-fbclock",
+                        "--no-counter",
+                        "--no-notify",
+                        "--no-dashboard",
+                    ])
+                    .args(["--ptp-port", "0", "--ptp-monitoring", "off", "--json"])
+                    .arg("--chrony-sock")
+                    .arg(&refclock)
+                    .stdout(std::fs::File::create(&card_out).unwrap())
+                    .stderr(std::fs::File::create(dir.path("up.log")).unwrap())
+                    .spawn()
+                    .expect("start timecard up"),
+            );
+            wait_for(Duration::from_secs(20), "timecard up", || {
+                // With --json the banner goes to stderr, the live view to stdout.
+                let text = std::fs::read_to_string(dir.path("up.log")).unwrap_or_default();
+                (bar.exists() && text.contains("feeding chronyd's refclock SOCK")).then_some(())
+            });
+            vec![up]
+        }
+    };
     let sim = Sim::open_file(&bar).expect("open the simulator's file");
     wait_for(Duration::from_secs(30), "the card in sync", || {
         sim.snapshot().in_sync.then_some(())
@@ -207,8 +269,6 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
     );
 
     // chronyd: -x, CAP_SYS_TIME out of the bounding set, private directory, no ports.
-    let refclock = dir.path("timecard.sock");
-    let cmdsock = dir.path("chronyd.sock");
     let conf = dir.path("chrony.conf");
     std::fs::write(
         &conf,
@@ -223,6 +283,7 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
     )
     .unwrap();
     let chronyd_log = dir.path("chronyd.log");
+    let started = Instant::now();
     let chronyd_proc = Killed(
         Command::new("setpriv")
             .args(["--bounding-set", "-sys_time", "--inh-caps", "-sys_time"])
@@ -252,18 +313,27 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
         "chronyd may set the clock: CapBnd {bounding:#x}"
     );
 
-    // The feeder.
+    // The feeder: `timecard chrony`, or `up`'s card sampler, already running
+    // (it found nobody listening until now and said so).
     let feeder_out = dir.path("chrony.out");
-    let started = Instant::now();
-    let feeder_proc = Killed(
-        Command::new(timecard)
-            .args(["chrony", "--device", &device, "--sock"])
-            .arg(&refclock)
-            .stdout(std::fs::File::create(&feeder_out).unwrap())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start timecard chrony"),
-    );
+    let feeder_proc = match feeder {
+        Feeder::Separate => Some(Killed(
+            Command::new(timecard)
+                .args(["chrony", "--device", &device, "--sock"])
+                .arg(&refclock)
+                .stdout(std::fs::File::create(&feeder_out).unwrap())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start timecard chrony"),
+        )),
+        Feeder::Owner => None,
+    };
+    // What the feeder says it does: `timecard chrony`'s output, or the
+    // card sampler's log lines on `up`'s stderr.
+    let feeder_says = || match feeder {
+        Feeder::Separate => std::fs::read_to_string(&feeder_out).unwrap_or_default(),
+        Feeder::Owner => std::fs::read_to_string(dir.path("up.log")).unwrap_or_default(),
+    };
 
     // chronyd selects our refclock.
     let selected = wait_for(Duration::from_secs(60), "chronyd to select TCRD", || {
@@ -273,21 +343,21 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
             .any(|l| l.starts_with("#,*,TCRD,"))
             .then(|| started.elapsed())
     });
-    let feeder = std::fs::read_to_string(&feeder_out).unwrap();
-    assert!(
-        feeder.contains("sending: card locked to GNSS, leap none"),
-        "{feeder}"
-    );
     eprintln!(
-        "chronyd selected TCRD {:.1} s after `timecard chrony` started",
+        "{feeder:?}: chronyd selected TCRD {:.1} s after it started",
         selected.as_secs_f64()
+    );
+    let said = feeder_says();
+    assert!(
+        said.contains("sending: card locked to GNSS, leap none"),
+        "{said}"
     );
 
     // Its offset agrees with ground truth, which is the injected offset
     // plus the simulator's start-up misalignment with the system clock (µs).
     let (chrony, truth, waited) = agree(&chronyc_bin, &cmdsock, &sim, Duration::from_secs(30));
     eprintln!(
-        "chronyd System time {:+.3} µs, truth card−system {:+.3} µs, difference {:.3} µs ({waited:.1} s after selection)",
+        "{feeder:?}: chronyd System time {:+.3} µs, truth card−system {:+.3} µs, difference {:.3} µs ({waited:.1} s after selection)",
         chrony * 1e6,
         truth * 1e6,
         (chrony - truth) * 1e6
@@ -325,8 +395,8 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
                 .then_some(())
         },
     );
-    let feeder = std::fs::read_to_string(&feeder_out).unwrap();
-    assert!(feeder.contains("leap insert second"), "{feeder}");
+    let said = feeder_says();
+    assert!(said.contains("leap insert second"), "{said}");
     // chronyd accepts a leap only on the last day of June or December (its
     // is_leap_second_day, on the system clock); on other days it stays Normal.
     let t = tracking(&chronyc_bin, &cmdsock);
@@ -346,6 +416,7 @@ fn chronyd_selects_the_card_and_agrees_with_ground_truth() {
 
     drop(feeder_proc);
     drop(chronyd_proc);
+    drop(card_procs);
     assert_eq!(
         kernel_clock(),
         kernel_before,

@@ -13,9 +13,11 @@
 //! that watches GNSS loss, UTC offset changes and GNSS time jumps. The GNSS
 //! receiver's NMEA stream is read by [`gnss`]. [`flash`] reads and writes
 //! the FPGA image in the card's SPI flash, never touching the golden image.
+//! [`chrony`] feeds the card's time to `chronyd` as a `SOCK` refclock.
 
 pub mod bar;
 pub mod card;
+pub mod chrony;
 pub mod device;
 pub mod discover;
 pub mod flash;

@@ -16,6 +16,7 @@ use anyhow::{Context as _, Result};
 use ptp_server::quality::QualityConfig;
 use ptp_server::source::SourceThread;
 use ptp_server::{CardSource, Server};
+use timecard_driver::chrony::ChronyFeed;
 use timecard_driver::supervisor::Supervisor;
 use timecard_driver::{DeviceSpec, InitOptions, TimeCard};
 use timecard_sim::Sim;
@@ -65,6 +66,8 @@ struct Ptp {
     source: SourceThread,
     /// Whether the standard ports were unavailable and the fallback is used.
     fallback: bool,
+    /// chronyd's refclock socket, when the card sampler feeds it.
+    chrony_sock: Option<std::path::PathBuf>,
 }
 
 impl Component for Ptp {
@@ -85,12 +88,20 @@ impl Component for Ptp {
         if self.fallback {
             s.push_str(" (ports 319/320 unavailable: not root?)");
         }
+        if let Some(sock) = &self.chrony_sock {
+            s.push_str(&format!(
+                "; feeding chronyd's refclock SOCK {}",
+                sock.display()
+            ));
+        }
         s
     }
 }
 
 /// fbclockd on this host, syncing to the local PTP server.
 struct TrueTimeDaemon {
+    /// Its gRPC API (stopped on drop, before the daemon).
+    grpc: Option<fbclockd::grpc::GrpcHandle>,
     /// The daemon (stopped on drop).
     handle: Option<fbclockd::DaemonHandle>,
     /// Where it publishes.
@@ -105,16 +116,25 @@ impl Component for TrueTimeDaemon {
     }
 
     fn summary(&self) -> String {
-        format!(
+        let mut s = format!(
             "TrueTime from SPTP to {}; published in {} (read it with the fbclock library)",
             self.server,
             self.path.display()
-        )
+        );
+        if let Some(g) = &self.grpc {
+            s.push_str(&format!("; gRPC API on {}", g.local_addr()));
+        }
+        s
     }
 }
 
 impl Drop for TrueTimeDaemon {
     fn drop(&mut self) {
+        if let Some(g) = self.grpc.take()
+            && let Err(e) = g.stop()
+        {
+            tracing::warn!("fbclockd gRPC server: {e}");
+        }
         if let Some(h) = self.handle.take() {
             h.stop();
         }
@@ -122,10 +142,12 @@ impl Drop for TrueTimeDaemon {
     }
 }
 
-/// Starts fbclockd against the PTP server's event address.
+/// Starts fbclockd against the PTP server's event address, with its gRPC
+/// API on `grpc` (an ephemeral port when that one is taken).
 fn start_fbclock(
     server: std::net::SocketAddr,
     path: &std::path::Path,
+    grpc: Option<std::net::SocketAddr>,
 ) -> Result<(TrueTimeDaemon, fbclock::FbClock, fbclockd::DaemonMetrics)> {
     let clock: Arc<dyn fbclockd::LocalClock> = Arc::new(fbclockd::SystemClock);
     // Without root, /run is not writable: publish in the temporary directory instead.
@@ -149,8 +171,29 @@ fn start_fbclock(
     let handle = fbclockd::Daemon::spawn(config, clock, publisher).context("starting fbclockd")?;
     let client = handle.client();
     let metrics = handle.metrics();
+    let grpc = match grpc {
+        Some(addr) => {
+            let serve = |addr| {
+                fbclockd::grpc::spawn(addr, Arc::new(handle.client()), handle.status_source())
+            };
+            Some(match serve(addr) {
+                Ok(g) => g,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tracing::warn!(error = %e, "fbclockd gRPC: {addr} in use, using an ephemeral port");
+                    serve(std::net::SocketAddr::new(addr.ip(), 0))
+                        .context("serving fbclockd's gRPC API")?
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("serving fbclockd's gRPC API on {addr}"));
+                }
+            })
+        }
+        None => None,
+    };
     Ok((
         TrueTimeDaemon {
+            grpc,
             handle: Some(handle),
             path: path.to_path_buf(),
             server,
@@ -393,17 +436,31 @@ fn start_ptp(card: Arc<TimeCard>, args: &UpArgs) -> Result<Ptp> {
     };
     config.monitoring = (p.ptp_monitoring != "off").then(|| p.ptp_monitoring.clone());
     config.quality_window = p.ptp_quality_window;
+    if let Some(sock) = &p.chrony_sock {
+        config.chrony_sock = Some(sock.clone());
+    }
+    if let Some(h) = p.chrony_max_holdover {
+        config.chrony_max_holdover_s = h.as_secs();
+    }
+    let chrony = match &config.chrony_sock {
+        Some(sock) => Some(
+            ChronyFeed::new(sock.clone(), config.chrony_max_holdover())
+                .context("creating a Unix datagram socket for chronyd")?,
+        ),
+        None => None,
+    };
     let supervisor = match live::Supervision::own(&card) {
         live::Supervision::Own(s) => s,
         live::Supervision::Shared(_) => Supervisor::new(),
     };
-    let source = CardSource::spawn(
+    let source = CardSource::spawn_feeding(
         card,
         Some(supervisor),
         QualityConfig {
             window: config.quality_window,
             ..QualityConfig::default()
         },
+        chrony,
     );
     let (server, fallback) = match Server::start(&config, source.source()) {
         Ok(s) => (s, false),
@@ -422,6 +479,7 @@ fn start_ptp(card: Arc<TimeCard>, args: &UpArgs) -> Result<Ptp> {
         server,
         source,
         fallback,
+        chrony_sock: config.chrony_sock,
     })
 }
 
@@ -506,7 +564,8 @@ fn serve(
         let event = ptp.server.event_addr();
         components.push(Box::new(ptp));
         if !args.no_fbclock {
-            let (daemon, client, metrics) = start_fbclock(event, &args.fbclock_shm)?;
+            let (daemon, client, metrics) =
+                start_fbclock(event, &args.fbclock_shm, args.fbclock_grpc.0)?;
             truetime = Some(client);
             fbclockd = Some(metrics);
             components.push(Box::new(daemon));

@@ -121,6 +121,12 @@ pub struct Args {
     /// `off` disables.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS)]
     pub metrics: operate::metrics::http::ListenAddr,
+    /// Serve the gRPC API (`timecard.fbclock.v1.FbClock`: GetTime,
+    /// WaitUntil commit-wait, Status, Watch; read-only) on ADDR, for clients
+    /// that cannot map the shared memory (other languages, other hosts);
+    /// `off` disables. Loopback by default.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_GRPC)]
+    pub grpc: operate::metrics::http::ListenAddr,
     /// `--log-level` (default info) and `--log-format`.
     #[command(flatten)]
     pub log: operate::logging::LogArgs,
@@ -128,6 +134,8 @@ pub struct Args {
 
 /// Where fbclockd serves its metrics unless told otherwise.
 pub const DEFAULT_METRICS: &str = "127.0.0.1:7331";
+/// Where fbclockd serves its gRPC API unless told otherwise.
+pub const DEFAULT_GRPC: &str = "127.0.0.1:7330";
 
 /// `--mode`: how to talk to the grandmaster.
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -463,6 +463,12 @@ impl DaemonHandle {
         }
     }
 
+    /// The daemon's status for readers on other threads (the gRPC API).
+    #[must_use]
+    pub fn status_source(&self) -> Arc<dyn StatusSource> {
+        Arc::new(SharedStatus(self.shared.clone()))
+    }
+
     /// How often the model restarted (new grandmaster, contradiction).
     #[must_use]
     pub fn model_resets(&self) -> u64 {
@@ -502,6 +508,15 @@ impl Drop for DaemonHandle {
 impl StatusSource for DaemonHandle {
     fn status(&self) -> DaemonStatus {
         self.shared.status()
+    }
+}
+
+/// [`DaemonHandle::status_source`]: the status of a daemon that may stop.
+struct SharedStatus(Arc<Shared>);
+
+impl StatusSource for SharedStatus {
+    fn status(&self) -> DaemonStatus {
+        self.0.status()
     }
 }
 

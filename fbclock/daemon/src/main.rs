@@ -50,6 +50,18 @@ fn run(args: &Args) -> Result<ExitCode> {
         },
         None => None,
     };
+    let grpc = match args.grpc.0 {
+        Some(addr) => {
+            match fbclockd::grpc::spawn(addr, Arc::new(handle.client()), handle.status_source()) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    eprintln!("fbclockd: cannot serve gRPC on {addr}: {e}");
+                    return Ok(ExitCode::from(EX_UNAVAILABLE));
+                }
+            }
+        }
+        None => None,
+    };
     tracing::info!(
         server = %args.server,
         mode = ?args.mode,
@@ -75,6 +87,11 @@ fn run(args: &Args) -> Result<ExitCode> {
     stop.store(true, Ordering::Relaxed);
     if let Some(t) = metrics {
         let _ = t.join();
+    }
+    if let Some(g) = grpc
+        && let Err(e) = g.stop()
+    {
+        tracing::warn!("gRPC server: {e}");
     }
     handle.stop();
     Ok(ExitCode::SUCCESS)

@@ -133,8 +133,48 @@ fn check_metrics(log: &Path) {
     );
 }
 
+/// Asks the daemon's gRPC API (address from its log) for TrueTime, which
+/// must contain host TAI, and for its status, which must say synced.
+fn check_grpc(log: &Path) {
+    use fbclockd::grpc::{FbClockClient, pb};
+    let logged = std::fs::read_to_string(log).unwrap();
+    let addr = logged
+        .split("gRPC API listening addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no gRPC address in the log:\n{logged}"))
+        .to_owned();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = FbClockClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap();
+        for i in 0..100 {
+            let before = realtime_ns();
+            let tt = c
+                .get_time(pb::GetTimeRequest::default())
+                .await
+                .unwrap()
+                .into_inner();
+            let after = realtime_ns();
+            assert_eq!(tt.wou_ns, tt.latest_ns - tt.earliest_ns);
+            let tt = TrueTime {
+                earliest_ns: tt.earliest_ns,
+                latest_ns: tt.latest_ns,
+            };
+            assert_contains(&tt, before, after, &format!("gRPC GetTime {i}"));
+        }
+        let st = c.status(pb::StatusRequest {}).await.unwrap().into_inner();
+        assert_eq!(st.state(), pb::SyncState::Synced, "{st:?}");
+        assert!(st.exchanges.is_some_and(|e| e.accepted >= 2), "{st:?}");
+    });
+}
+
 /// Test (a): the `fbclockd` binary, SPTP, against the simulated card served
-/// by ptp-server; then the server goes away (holdover) and comes back.
+/// by ptp-server (shared memory, metrics and gRPC); then the server goes away (holdover) and comes back.
 #[test]
 fn fbclockd_binary_over_sptp_against_ptp_server_with_the_simulated_card() {
     let t0 = Instant::now();
@@ -166,6 +206,7 @@ fn fbclockd_binary_over_sptp_against_ptp_server_with_the_simulated_card() {
         .args(["--shm", shm.to_str().unwrap()])
         .args(["--interval", "250ms", "--local-ip", "127.0.0.1"])
         .args(["--log-level", "fbclockd=debug", "--metrics", "127.0.0.1:0"])
+        .args(["--grpc", "127.0.0.1:0"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -229,6 +270,7 @@ fn fbclockd_binary_over_sptp_against_ptp_server_with_the_simulated_card() {
     let snap = clock.snapshot().unwrap();
     eprintln!("record: {snap:?}");
     check_metrics(&log);
+    check_grpc(&log);
 
     // Server gone: the bound grows at ≥ max_drift (20 µs/s per side) and
     // still contains host TAI.

@@ -70,6 +70,12 @@ pub struct Config {
     pub txts_attempts: u32,
     /// Quality window (samples at 1 Hz; c4u: 600).
     pub quality_window: usize,
+    /// chronyd's `refclock SOCK` socket to feed from the card once a second
+    /// (none: no feed).
+    pub chrony_sock: Option<PathBuf>,
+    /// Keep feeding chronyd this long after the card was last seen locked
+    /// to GNSS, s.
+    pub chrony_max_holdover_s: u64,
 }
 
 impl Default for Config {
@@ -100,6 +106,8 @@ impl Default for Config {
             txts_timeout_us: 1000,
             txts_attempts: 100,
             quality_window: 600,
+            chrony_sock: None,
+            chrony_max_holdover_s: 3600,
         }
     }
 }
@@ -179,6 +187,13 @@ impl Config {
         if let Some(id) = &self.clock_identity {
             parse_clock_identity(id).map_err(ConfigError::Invalid)?;
         }
+        if let Some(sock) = &self.chrony_sock
+            && (sock.as_os_str().is_empty() || sock.as_os_str().len() >= 108)
+        {
+            return bad(format!(
+                "chrony_sock {sock:?} is not a Unix socket path (1 to 107 bytes)"
+            ));
+        }
         Ok(())
     }
 
@@ -190,6 +205,12 @@ impl Config {
             max_log_interval: self.max_log_interval,
             max_duration_s: self.max_duration_s,
         }
+    }
+
+    /// How long chronyd is fed from a card in holdover.
+    #[must_use]
+    pub fn chrony_max_holdover(&self) -> Duration {
+        Duration::from_secs(self.chrony_max_holdover_s)
     }
 
     /// TX timestamp poll timeout.
@@ -244,6 +265,16 @@ mod tests {
         std::fs::write(&p, "ip = \"not an ip\"\n").unwrap();
         assert!(Config::load(&p).unwrap_err().to_string().contains("line 1"));
         assert!(Config::load(&dir.path().join("missing.toml")).is_err());
+        std::fs::write(&p, "chrony_sock = \"/run/chrony/timecard.sock\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(
+            c.chrony_sock.as_deref(),
+            Some(Path::new("/run/chrony/timecard.sock"))
+        );
+        assert_eq!(c.chrony_max_holdover(), Duration::from_secs(3600));
+        std::fs::write(&p, "chrony_sock = \"\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err().to_string();
+        assert!(e.contains("chrony_sock"), "{e}");
     }
 
     #[test]

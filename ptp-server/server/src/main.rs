@@ -12,6 +12,7 @@ use ptp_server::config::{Config, Timestamping};
 use ptp_server::quality::QualityConfig;
 use ptp_server::{CardSource, Server};
 use timecard_driver::InitOptions;
+use timecard_driver::chrony::ChronyFeed;
 use timecard_driver::device::{self, DeviceSpec};
 use timecard_driver::supervisor::Supervisor;
 use timecard_hw::regs::ClockSource;
@@ -30,6 +31,7 @@ Examples:
   ptp-server                                   embedded simulated card, 127.0.0.1:319/320
   ptp-server --device sim:/tmp/card.bar --ip 10.0.0.1
   ptp-server --config /etc/timecard/ptp-server.toml
+  ptp-server --device pci:0000:01:00.0 --chrony-sock /run/chrony/timecard.sock
   curl -s 127.0.0.1:8888/ ; curl -s 127.0.0.1:8888/metrics    (timecard_ptp_server_*)
 
 Drain: create the drain file (default none; --drain-file) to cancel every
@@ -91,6 +93,15 @@ struct Args {
     /// Quality window, seconds (c4u: 600).
     #[arg(long)]
     quality_window: Option<usize>,
+    /// Feed chronyd from the card: the PATH of `refclock SOCK PATH` in
+    /// chrony.conf (one sample a second while the card is locked or in young
+    /// holdover; see `timecard chrony --help`).
+    #[arg(long, value_name = "PATH")]
+    chrony_sock: Option<PathBuf>,
+    /// Feed chronyd this many seconds after the card was last seen locked
+    /// to GNSS (default 3600).
+    #[arg(long, value_name = "SECONDS")]
+    chrony_max_holdover_s: Option<u64>,
     /// Stop after this many seconds (tests, demos).
     #[arg(long)]
     duration: Option<u64>,
@@ -116,8 +127,12 @@ fn config(args: &Args) -> Result<Config> {
         workers,
         recv_workers,
         quality_window,
-        min_log_interval
+        min_log_interval,
+        chrony_max_holdover_s
     );
+    if let Some(p) = &args.chrony_sock {
+        c.chrony_sock = Some(p.clone());
+    }
     if let Some(i) = &args.interface {
         c.interface = Some(i.clone());
     }
@@ -175,17 +190,25 @@ fn main() -> Result<()> {
         }
     };
     let card = Arc::new(card);
-    let source_thread = CardSource::spawn(
+    let chrony = match &config.chrony_sock {
+        Some(sock) => Some(
+            ChronyFeed::new(sock.clone(), config.chrony_max_holdover())
+                .context("creating a Unix datagram socket for chronyd")?,
+        ),
+        None => None,
+    };
+    let source_thread = CardSource::spawn_feeding(
         card,
         Some(Supervisor::new()),
         QualityConfig {
             window: config.quality_window,
             ..QualityConfig::default()
         },
+        chrony,
     );
     let server = Server::start(&config, source_thread.source())?;
     eprintln!(
-        "ptp-server: serving {} (event {}, general {}), clock identity {}{}",
+        "ptp-server: serving {} (event {}, general {}), clock identity {}{}{}",
         args.device,
         server.event_addr(),
         server.general_addr(),
@@ -193,6 +216,13 @@ fn main() -> Result<()> {
         server
             .monitor_addr()
             .map_or(String::new(), |m| format!(", stats on http://{m}/")),
+        config
+            .chrony_sock
+            .as_ref()
+            .map_or(String::new(), |p| format!(
+                ", feeding chronyd's refclock SOCK {}",
+                p.display()
+            )),
     );
     let stop = Arc::new(AtomicBool::new(false));
     for s in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {

@@ -5,7 +5,10 @@
 //! refreshes the [`TimeMap`] (host timestamp → card time); once a second it
 //! runs the driver's [`Supervisor`] (GNSS loss, UTC offset, time jumps) and
 //! feeds the card's status into the c4u-style [`QualityEstimator`]. A card in
-//! holdover is therefore served as holdover time with class 7, live.
+//! holdover is therefore served as holdover time with class 7, live. Given a
+//! [`ChronyFeed`], the same thread also hands chronyd one sample a second
+//! from those readings (the card's owner feeds the host clock: a card behind
+//! `vfio-pci` cannot be opened by a second process).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,8 +18,9 @@ use std::time::Duration;
 
 use ptp_proto::Flags;
 use timecard_driver::card::CardError;
+use timecard_driver::chrony::{ChronyFeed, Fed, Skip};
 use timecard_driver::supervisor::{Event, Supervisor, SupervisorState};
-use timecard_driver::{HostClock, TimeCard};
+use timecard_driver::{CardStatus, HostClock, TimeCard, TimeReading};
 
 use crate::quality::{CardSample, QualityConfig, QualityEstimator, Served};
 use crate::timemap::{Fitter, TimeMap};
@@ -130,6 +134,18 @@ impl CardSource {
         supervisor: Option<Supervisor>,
         quality: QualityConfig,
     ) -> SourceThread {
+        Self::spawn_feeding(card, supervisor, quality, None)
+    }
+
+    /// [`CardSource::spawn`], also feeding chronyd once a second when
+    /// `chrony` is given (what it does is logged whenever it changes).
+    #[must_use]
+    pub fn spawn_feeding(
+        card: Arc<TimeCard>,
+        supervisor: Option<Supervisor>,
+        quality: QualityConfig,
+        chrony: Option<ChronyFeed>,
+    ) -> SourceThread {
         let source = Arc::new(CardSource {
             map: TimeMap::new(),
             served: AtomicU64::new(pack(Served::default())),
@@ -141,7 +157,7 @@ impl CardSource {
         let s = source.clone();
         let thread = std::thread::Builder::new()
             .name("ptp-card".into())
-            .spawn(move || s.run(&card, supervisor, quality))
+            .spawn(move || s.run(&card, supervisor, quality, chrony))
             .expect("spawn card sampler");
         SourceThread {
             source,
@@ -170,14 +186,22 @@ impl CardSource {
         )
     }
 
-    fn run(&self, card: &TimeCard, mut supervisor: Option<Supervisor>, quality: QualityConfig) {
+    fn run(
+        &self,
+        card: &TimeCard,
+        mut supervisor: Option<Supervisor>,
+        quality: QualityConfig,
+        mut chrony: Option<ChronyFeed>,
+    ) {
         let mut fitter = Fitter::new();
         let mut estimator = QualityEstimator::new(quality);
         let mut tick = 0u32;
+        let mut chrony_state = String::new();
         while !self.stop.load(Ordering::Relaxed) {
-            match best_of_three(card) {
+            let read = best_of_three(card);
+            match &read {
                 Ok((mid, card_ns, half_width)) => {
-                    self.map.publish(fitter.add(mid, card_ns, half_width));
+                    self.map.publish(fitter.add(*mid, *card_ns, *half_width));
                 }
                 Err(CardError::TimeJump { .. }) => fitter.reset(),
                 Err(_) => {
@@ -186,7 +210,10 @@ impl CardSource {
                 }
             }
             if tick.is_multiple_of(SAMPLES_PER_S) {
-                let (mut sample, report, events) = self.observe(card, supervisor.as_mut());
+                let (mut sample, status, report, events) = self.observe(card, supervisor.as_mut());
+                if let Some(feed) = chrony.as_mut() {
+                    feed_chrony(feed, &read, status.as_ref(), card, &mut chrony_state);
+                }
                 sample.timestamp_uncertainty_ns = fitter.uncertainty_ns() as f64;
                 if !events.is_empty() {
                     let mut q = self
@@ -213,7 +240,7 @@ impl CardSource {
         &self,
         card: &TimeCard,
         supervisor: Option<&mut Supervisor>,
-    ) -> (CardSample, CardReport, Vec<Event>) {
+    ) -> (CardSample, Option<CardStatus>, CardReport, Vec<Event>) {
         let mut report = CardReport::default();
         let mut events = Vec::new();
         let mut distrusted = false;
@@ -227,7 +254,8 @@ impl CardSource {
             distrusted = report.supervisor.distrust.is_some();
             gnss_lost = report.supervisor.gnss_lost_since_ns.is_some();
         }
-        let sample = match card.status() {
+        let status = card.status();
+        let sample = match &status {
             Ok(st) => CardSample {
                 readable: true,
                 in_sync: st.in_sync,
@@ -258,7 +286,38 @@ impl CardSource {
                 }
             }
         };
-        (sample, report, events)
+        (sample, status.ok(), report, events)
+    }
+}
+
+/// Offers chronyd this second's reading (the narrowest of the three, as a
+/// bracket around its midpoint) and logs what the feed does when it changes.
+fn feed_chrony(
+    feed: &mut ChronyFeed,
+    read: &Result<(i64, i64, i64), CardError>,
+    status: Option<&CardStatus>,
+    card: &TimeCard,
+    last_state: &mut String,
+) {
+    let fed = match (read, status) {
+        (Ok((mid, card_tai_ns, half_width)), Some(status)) => {
+            let reading = TimeReading {
+                card_tai_ns: *card_tai_ns,
+                pre_ns: mid - half_width,
+                post_ns: mid + half_width,
+            };
+            feed.offer(status, &reading, card.host().monotonic_ns())
+        }
+        (Err(e), _) => Fed::Skipped(Skip::Unreadable(e.to_string())),
+        (Ok(_), None) => Fed::Skipped(Skip::Unreadable("status registers unreadable".into())),
+    };
+    let state = fed.state(feed.sock());
+    if state != *last_state {
+        match fed {
+            Fed::Sent { .. } => tracing::info!(sent = feed.sent(), "chrony: {state}"),
+            _ => tracing::warn!(sent = feed.sent(), "chrony: {state}"),
+        }
+        *last_state = state;
     }
 }
 

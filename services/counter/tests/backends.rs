@@ -142,9 +142,14 @@ async fn nats_cluster_node_killed_under_load_loses_no_accepted_add() {
     let svc = service(cluster.urls(), config(40_000, 4000, None)).await;
     let loader = {
         let svc = svc.clone();
-        tokio::spawn(async move { load(&svc, "acc", 16, 400).await })
+        tokio::spawn(async move { load(&svc, "acc", 16, 800).await })
     };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once the load is under way (a count, not a sleep: on an idle
+    // machine a fixed sleep outlasted the whole load).
+    let started = Instant::now();
+    while svc.status().appended < 500 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let before = svc.status().appended;
     assert!(
         before > 0 && !loader.is_finished(),
