@@ -199,7 +199,8 @@ impl Running {
 
 /// Starts the service and both listeners on the current runtime.
 pub async fn start(args: &ServeArgs) -> anyhow::Result<Running> {
-    start_with_clock(args, args.common.clock()).await
+    let clock = args.common.open_clock().await.map_err(anyhow::Error::msg)?;
+    start_with_clock(args, clock).await
 }
 
 /// As [`start`], with TrueTime from `clock` (`timecard up` hands over its

@@ -3,6 +3,10 @@
 //! arguments).
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::backend::{Backend, BackendError};
 use crate::clock::TimeSource;
@@ -16,10 +20,21 @@ pub struct ServiceArgs {
     /// Event log and KV backend: `embedded:DIR` or `nats://HOST:PORT[,…]`.
     #[arg(long, default_value = "embedded:timecard-data")]
     pub backend: String,
-    /// fbclock shared memory file; without it (or if it cannot be opened)
-    /// the system clock is used with --system-clock-bound-us.
+    /// fbclock shared memory file (fbclockd's --shm). Given, the service
+    /// waits up to --fbclock-wait for it and refuses to start without it
+    /// (under systemd, Restart= tries again). Not given: the default
+    /// /run/timecard/fbclock if it opens, else the system clock with
+    /// --system-clock-bound-us (an assumed bound, not TrueTime).
     #[arg(long)]
     pub fbclock: Option<PathBuf>,
+    /// How long to wait for the --fbclock file at start, seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10,
+        requires = "fbclock"
+    )]
+    pub fbclock_wait: u64,
     /// Assumed error of the system clock when no fbclockd runs, µs.
     #[arg(long, default_value_t = 10_000)]
     pub system_clock_bound_us: i64,
@@ -41,8 +56,37 @@ impl ServiceArgs {
         }
     }
 
-    /// The TrueTime source: fbclock if given and readable, else the system
-    /// clock with the assumed bound.
+    /// The TrueTime source a `serve` command runs on: the `--fbclock` file,
+    /// waited for up to `--fbclock-wait`; without the flag, [`Self::clock`].
+    ///
+    /// # Errors
+    /// `--fbclock` was given and the file did not open in time: running on
+    /// an assumed bound instead would quietly weaken every timestamp.
+    pub async fn open_clock(&self) -> Result<TimeSource, String> {
+        let Some(path) = &self.fbclock else {
+            return Ok(self.clock());
+        };
+        let deadline = Instant::now() + Duration::from_secs(self.fbclock_wait);
+        loop {
+            match fbclock::FbClock::open(path) {
+                Ok(c) => return Ok(TimeSource::Fbclock(Arc::new(c))),
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "--fbclock {}: {e} (waited {} s): start fbclockd (it publishes \
+                         there with --shm), or leave --fbclock out to run on the system \
+                         clock with an assumed --system-clock-bound-us",
+                        path.display(),
+                        self.fbclock_wait
+                    ));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+
+    /// The TrueTime source without waiting: fbclock if given and readable,
+    /// else the system clock with the assumed bound (for embedders that
+    /// choose themselves; `serve` uses [`Self::open_clock`]).
     #[must_use]
     pub fn clock(&self) -> TimeSource {
         TimeSource::fbclock_or_system(
@@ -78,6 +122,31 @@ mod tests {
         );
         let bad = Cli::parse_from(["x", "--system-clock-bound-us=-5"]).args;
         assert!(bad.check().unwrap_err().contains("between 0 and one hour"));
+        assert!(Cli::try_parse_from(["x", "--fbclock-wait", "1"]).is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_explicit_fbclock_is_waited_for_and_required() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fbclock");
+        let p = path.to_str().unwrap();
+        let a = Cli::parse_from(["x", "--fbclock", p, "--fbclock-wait", "2"]).args;
+        let e = a.open_clock().await.unwrap_err();
+        assert!(
+            e.contains("waited 2 s") && e.contains("start fbclockd"),
+            "{e}"
+        );
+        // Published while the service waits: it runs on TrueTime.
+        let publisher = {
+            let path = path.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                fbclock::Publisher::create(&path, libc::CLOCK_MONOTONIC_RAW as u32).unwrap()
+            })
+        };
+        let clock = a.open_clock().await.unwrap();
+        assert!(clock.describe().starts_with("fbclock"), "{clock:?}");
+        drop(publisher.await.unwrap());
     }
 }
 

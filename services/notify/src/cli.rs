@@ -453,7 +453,8 @@ fn rpc_error(s: tonic::Status) -> anyhow::Error {
 pub async fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Serve(args) => {
-            let running = start_with_clock(&args, args.common.clock()).await?;
+            let clock = args.common.open_clock().await.map_err(anyhow::Error::msg)?;
+            let running = start_with_clock(&args, clock).await?;
             let status = running.service.status();
             println!(
                 "notify: gRPC {} HTTP {} backend {} clock: {}; edge devices: ws://{}/v1/ws?token=T (tokens: timecard-push token --key-file {})",
