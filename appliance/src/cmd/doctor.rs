@@ -576,7 +576,7 @@ fn fbclock(path: &Path) -> Check {
             "fbclock",
             Status::Warn,
             format!("{}: {e}", path.display()),
-            "start fbclockd (or `timecard up`) for TrueTime; services fall back to the system clock with an assumed bound",
+            "start fbclockd (or `timecard up`) for TrueTime; counter and notify configured with `fbclock` refuse to start without it",
         ),
     }
 }
