@@ -330,9 +330,14 @@ impl ChronyFeed {
     /// # Errors
     /// The process cannot create a Unix datagram socket.
     pub fn new(sock: PathBuf, max_holdover: Duration) -> std::io::Result<Self> {
+        let socket = UnixDatagram::unbound()?;
+        // Never wait for chronyd: a chronyd that stops reading fills the
+        // socket's queue, and a blocking send would then stall the caller
+        // (the PTP server's card sampler). A full queue loses the sample.
+        socket.set_nonblocking(true)?;
         Ok(Self {
             sock,
-            socket: UnixDatagram::unbound()?,
+            socket,
             exporter: Exporter::new(max_holdover),
             sent: 0,
         })
@@ -590,5 +595,23 @@ mod tests {
             "not sending: card not locked to GNSS and not in holdover"
         );
         assert_eq!(feed.sent(), 1);
+    }
+
+    #[test]
+    fn a_chronyd_that_stops_reading_never_blocks_the_feed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chronyd.sock");
+        let _chronyd = UnixDatagram::bind(&path).unwrap();
+        let mut feed = ChronyFeed::new(path.clone(), Duration::from_secs(10)).unwrap();
+        let host = 1_795_000_000 * NS_PER_S;
+        // Nobody reads: the queue fills within a few hundred datagrams, then
+        // each offer returns at once, reporting the loss.
+        let mut lost = 0;
+        for i in 0..2_000 {
+            if let Fed::NotListening(_) = feed.offer(&locked(), &reading(host, 0), i * NS_PER_S) {
+                lost += 1;
+            }
+        }
+        assert!(lost > 0 && feed.sent() < 2_000, "sent {}", feed.sent());
     }
 }
