@@ -121,11 +121,14 @@ pub enum Command {
             and in holdover for at most --max-holdover after this process last saw it locked; \
             never while acquiring, uninitialised, unreadable or across a leap second. Each \
             change of what it does is printed as one line.\n\n\
-            It only reads the card, so it runs beside the process that owns it (`timecard up`, \
-            or a `timecard sim` driven by `timecard watch`): a separate service, restarted \
-            independently, ordered after chronyd.",
-        after_help = "Examples:\n  timecard chrony --device pci:0000:01:00.0 --sock /run/chrony/timecard.sock\n  \
-            timecard chrony --device sim:/tmp/card.bar --sock /run/chrony/timecard.sock\n\n\
+            It only reads the card: a separate service, restarted independently, ordered \
+            after chronyd, for a card no other process holds open, or beside a simulator \
+            file another process owns (`timecard sim` driven by `timecard watch`). A card \
+            behind vfio-pci has one owner: there the process that owns it feeds chronyd \
+            (`ptp-server --chrony-sock PATH` or `chrony_sock` in its config, `timecard up \
+            --chrony-sock PATH`), with the same samples and rules.",
+        after_help = "Examples:\n  timecard chrony --device sim:/tmp/card.bar --sock /run/chrony/timecard.sock\n  \
+            ptp-server --device pci:0000:01:00.0 --chrony-sock /run/chrony/timecard.sock   (a card on vfio-pci)\n\n\
             chrony.conf:\n  refclock SOCK /run/chrony/timecard.sock refid TCRD poll 2 precision 1e-6 prefer\n\n\
             Exits with 69 (EX_UNAVAILABLE) when the device is missing or cannot be opened."
     )]
@@ -902,9 +905,9 @@ pub struct PtpArgs {
     #[arg(long, value_name = "PATH", conflicts_with = "no_ptp")]
     pub chrony_sock: Option<PathBuf>,
 
-    /// With --chrony-sock: keep feeding chronyd this long after the card was
-    /// last seen locked to GNSS [default: 1h]
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "chrony_sock")]
+    /// Keep feeding chronyd this long after the card was last seen locked to
+    /// GNSS [default: 1h, or chrony_max_holdover_s in --ptp-config]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub chrony_max_holdover: Option<Duration>,
 }
 

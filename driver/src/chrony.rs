@@ -288,16 +288,22 @@ pub enum Fed {
     },
     /// Nothing was sent, for this reason.
     Skipped(Skip),
-    /// The sample could not be delivered (chronyd not running, or its
-    /// socket not at the path): the error.
-    NotListening(String),
+    /// The sample could not be delivered: chronyd not running (or its socket
+    /// elsewhere), no permission to send to it, or its queue full.
+    Undelivered {
+        /// What kind of failure.
+        kind: std::io::ErrorKind,
+        /// The OS error.
+        error: String,
+    },
 }
 
 impl Fed {
     /// One line saying what the feed is doing, without the figures that
-    /// change each second (print it when it changes).
+    /// change each second (print it when it changes, with [`Fed::detail`]).
     #[must_use]
     pub fn state(&self, sock: &Path) -> String {
+        let sock = sock.display();
         match self {
             Self::Sent { sample, holdover } => {
                 let what = if *holdover {
@@ -307,8 +313,35 @@ impl Fed {
                 };
                 format!("sending: {what}, leap {}", sample.leap)
             }
+            Self::Skipped(Skip::HoldoverExpired { .. }) => {
+                "not sending: card in holdover beyond --max-holdover".into()
+            }
+            Self::Skipped(Skip::Unreadable(_)) => "not sending: card unreadable".into(),
             Self::Skipped(why) => format!("not sending: {why}"),
-            Self::NotListening(e) => format!("chronyd not listening on {}: {e}", sock.display()),
+            Self::Undelivered { kind, .. } => match kind {
+                std::io::ErrorKind::WouldBlock => {
+                    format!(
+                        "chronyd's queue on {sock} is full (chronyd not reading): samples dropped"
+                    )
+                }
+                std::io::ErrorKind::PermissionDenied => format!(
+                    "no permission to send to {sock} (chronyd makes it root's, mode 0755: give this user write access)"
+                ),
+                _ => format!("chronyd not listening on {sock}"),
+            },
+        }
+    }
+
+    /// The figures [`Fed::state`] leaves out: the holdover's age, why the
+    /// card was unreadable, the OS error of a failed send.
+    #[must_use]
+    pub fn detail(&self) -> Option<String> {
+        match self {
+            Self::Skipped(why @ (Skip::HoldoverExpired { .. } | Skip::Unreadable(_))) => {
+                Some(why.to_string())
+            }
+            Self::Undelivered { error, .. } => Some(error.clone()),
+            Self::Sent { .. } | Self::Skipped(_) => None,
         }
     }
 }
@@ -372,7 +405,10 @@ impl ChronyFeed {
                     self.sent += 1;
                     Fed::Sent { sample, holdover }
                 }
-                Err(e) => Fed::NotListening(e.to_string()),
+                Err(e) => Fed::Undelivered {
+                    kind: e.kind(),
+                    error: e.to_string(),
+                },
             },
             Verdict::Skip(why) => Fed::Skipped(why),
         }
@@ -574,8 +610,9 @@ mod tests {
         let host = 1_795_000_000 * NS_PER_S;
         // Nobody listening yet: reported, not counted.
         let fed = feed.offer(&locked(), &reading(host, 0), 0);
-        assert!(matches!(fed, Fed::NotListening(_)), "{fed:?}");
+        assert!(matches!(fed, Fed::Undelivered { .. }), "{fed:?}");
         assert!(fed.state(&path).starts_with("chronyd not listening on "));
+        assert!(fed.detail().is_some_and(|d| d.contains("No such file")));
         let chronyd = UnixDatagram::bind(&path).unwrap();
         let fed = feed.offer(&locked(), &reading(host, 2_000), NS_PER_S);
         assert_eq!(fed.state(&path), "sending: card locked to GNSS, leap none");
@@ -595,6 +632,23 @@ mod tests {
             "not sending: card not locked to GNSS and not in holdover"
         );
         assert_eq!(feed.sent(), 1);
+        // An expired holdover is one state however long it lasts; its age
+        // is the detail.
+        let mut hold = locked();
+        hold.in_holdover = true;
+        hold.pps_lost = true;
+        let a = feed.offer(&hold, &reading(host, 0), 20 * NS_PER_S);
+        let b = feed.offer(&hold, &reading(host, 0), 21 * NS_PER_S);
+        assert_eq!(
+            a.state(&path),
+            "not sending: card in holdover beyond --max-holdover"
+        );
+        assert_eq!(a.state(&path), b.state(&path));
+        assert_eq!(
+            a.detail().as_deref(),
+            Some("card in holdover for 19 s, beyond --max-holdover")
+        );
+        assert_ne!(a.detail(), b.detail());
     }
 
     #[test]
@@ -608,7 +662,9 @@ mod tests {
         // each offer returns at once, reporting the loss.
         let mut lost = 0;
         for i in 0..2_000 {
-            if let Fed::NotListening(_) = feed.offer(&locked(), &reading(host, 0), i * NS_PER_S) {
+            let fed = feed.offer(&locked(), &reading(host, 0), i * NS_PER_S);
+            if let Fed::Undelivered { .. } = fed {
+                assert!(fed.state(&path).contains("is full"), "{fed:?}");
                 lost += 1;
             }
         }

@@ -45,7 +45,7 @@ pub fn run(spec: &DeviceSpec, args: &ChronyArgs, out: &mut dyn Write) -> Result<
                     render::signed_ns((sample.offset * 1e9).round() as i64),
                     feed.sent()
                 ),
-                _ => String::new(),
+                other => other.detail().map_or(String::new(), |d| format!(" ({d})")),
             };
             writeln!(
                 out,

@@ -171,36 +171,31 @@ fn start_fbclock(
     let handle = fbclockd::Daemon::spawn(config, clock, publisher).context("starting fbclockd")?;
     let client = handle.client();
     let metrics = handle.metrics();
-    let grpc = match grpc {
-        Some(addr) => {
-            let serve = |addr| {
-                fbclockd::grpc::spawn(addr, Arc::new(handle.client()), handle.status_source())
-            };
-            Some(match serve(addr) {
-                Ok(g) => g,
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
-                    tracing::warn!(error = %e, "fbclockd gRPC: {addr} in use, using an ephemeral port");
-                    serve(std::net::SocketAddr::new(addr.ip(), 0))
-                        .context("serving fbclockd's gRPC API")?
-                }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("serving fbclockd's gRPC API on {addr}"));
-                }
-            })
-        }
+    let serve =
+        |addr| fbclockd::grpc::spawn(addr, Arc::new(handle.client()), handle.status_source());
+    // From here on a failure drops the daemon, which removes its file.
+    let mut daemon = TrueTimeDaemon {
+        grpc: None,
+        handle: None,
+        path: path.to_path_buf(),
+        server,
+    };
+    daemon.grpc = match grpc {
+        Some(addr) => Some(match serve(addr) {
+            Ok(g) => g,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                tracing::warn!(error = %e, "fbclockd gRPC: {addr} in use, using an ephemeral port");
+                serve(std::net::SocketAddr::new(addr.ip(), 0))
+                    .context("serving fbclockd's gRPC API")?
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("serving fbclockd's gRPC API on {addr}"));
+            }
+        }),
         None => None,
     };
-    Ok((
-        TrueTimeDaemon {
-            grpc,
-            handle: Some(handle),
-            path: path.to_path_buf(),
-            server,
-        },
-        client,
-        metrics,
-    ))
+    daemon.handle = Some(handle);
+    Ok((daemon, client, metrics))
 }
 
 /// A service's status as JSON, callable from any thread (the dashboard's sampler).
@@ -442,6 +437,7 @@ fn start_ptp(card: Arc<TimeCard>, args: &UpArgs) -> Result<Ptp> {
     if let Some(h) = p.chrony_max_holdover {
         config.chrony_max_holdover_s = h.as_secs();
     }
+    config.validate()?;
     let chrony = match &config.chrony_sock {
         Some(sock) => Some(
             ChronyFeed::new(sock.clone(), config.chrony_max_holdover())
@@ -501,6 +497,16 @@ fn bring_up(
 ) -> Result<Card> {
     match device {
         None | Some(DeviceSpec::Embedded) => {
+            #[allow(clippy::float_cmp)]
+            if args.ptp.chrony_sock.is_some() && args.params.acceleration != 1.0 {
+                return Err(UsageError(format!(
+                    "--chrony-sock feeds chronyd the system time of each sample; a card at \
+                     --acceleration {} keeps simulated time, whose samples chronyd drops as \
+                     too old or too new: use --acceleration 1",
+                    args.params.acceleration
+                ))
+                .into());
+            }
             let link = args.bar.as_ref().map(|b| b.with_extension("gnss"));
             let sim = Simulator::start(&args.params, args.bar.as_deref(), link.as_deref())?;
             let card = Arc::new(device::open_simulator(

@@ -54,9 +54,11 @@ fn run(args: &Args) -> Result<ExitCode> {
         Some(addr) => {
             match fbclockd::grpc::spawn(addr, Arc::new(handle.client()), handle.status_source()) {
                 Ok(g) => Some(g),
+                // TrueTime in shared memory is what clients and services
+                // need; the optional read-only API does not get to stop it.
                 Err(e) => {
-                    eprintln!("fbclockd: cannot serve gRPC on {addr}: {e}");
-                    return Ok(ExitCode::from(EX_UNAVAILABLE));
+                    tracing::error!(%addr, "cannot serve the gRPC API, running without it: {e}");
+                    None
                 }
             }
         }

@@ -212,6 +212,7 @@ impl CardSource {
             if tick.is_multiple_of(SAMPLES_PER_S) {
                 let (mut sample, status, report, events) = self.observe(card, supervisor.as_mut());
                 if let Some(feed) = chrony.as_mut() {
+                    let status = status.map(|st| as_supervised(st, &report.supervisor));
                     feed_chrony(feed, &read, status.as_ref(), card, &mut chrony_state);
                 }
                 sample.timestamp_uncertainty_ns = fitter.uncertainty_ns() as f64;
@@ -290,6 +291,17 @@ impl CardSource {
     }
 }
 
+/// The card's status as the supervisor judges it: its tick clears the PPS
+/// error flag it reads, so a GNSS loss it saw is carried into `pps_lost`,
+/// and time it distrusts (a spoofed GNSS jump) is not locked either: the
+/// feed treats both as holdover, as the announced clockClass does.
+fn as_supervised(mut status: CardStatus, supervisor: &SupervisorState) -> CardStatus {
+    if supervisor.gnss_lost_since_ns.is_some() || supervisor.distrust.is_some() {
+        status.pps_lost = true;
+    }
+    status
+}
+
 /// Offers chronyd this second's reading (the narrowest of the three, as a
 /// bracket around its midpoint) and logs what the feed does when it changes.
 fn feed_chrony(
@@ -313,9 +325,10 @@ fn feed_chrony(
     };
     let state = fed.state(feed.sock());
     if state != *last_state {
+        let detail = fed.detail().unwrap_or_default();
         match fed {
             Fed::Sent { .. } => tracing::info!(sent = feed.sent(), "chrony: {state}"),
-            _ => tracing::warn!(sent = feed.sent(), "chrony: {state}"),
+            _ => tracing::warn!(sent = feed.sent(), detail, "chrony: {state}"),
         }
         *last_state = state;
     }
@@ -339,6 +352,20 @@ fn best_of_three(card: &TimeCard) -> Result<(i64, i64, i64), CardError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gnss_loss_the_supervisor_saw_is_not_a_lock() {
+        let card = timecard_driver::device::open_sim(
+            timecard_sim::Sim::new(&timecard_sim::SimConfig::default()).unwrap(),
+        )
+        .unwrap();
+        let status = card.status().unwrap();
+        assert!(!status.pps_lost);
+        let mut sup = SupervisorState::default();
+        assert!(!as_supervised(status.clone(), &sup).pps_lost);
+        sup.gnss_lost_since_ns = Some(1);
+        assert!(as_supervised(status, &sup).pps_lost);
+    }
 
     #[test]
     fn served_packs_losslessly() {

@@ -614,9 +614,14 @@ impl EdgeNode {
             if tokio::time::Instant::now() < at {
                 tokio::time::sleep_until(at).await;
             }
-            self.offer(member, &bye, |c| c.conn == *conn);
-            for (device, conn) in self.remove_conns(member, |c| c.conn == *conn) {
-                self.unregister(member, &device, conn);
+            let (told, _) = self.offer(member, &bye, |c| c.conn == *conn);
+            let removed = self.remove_conns(member, |c| c.conn == *conn);
+            for (device, conn) in &removed {
+                self.unregister(member, device, *conn);
+            }
+            // Told to go, it is closed by the drain, even when the client was
+            // quicker to hang up than this loop to take it out of the table.
+            if told > 0 || !removed.is_empty() {
                 self.inner
                     .stats
                     .closed_drain
