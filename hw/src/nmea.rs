@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::civil::UtcDateTime;
+use crate::civil::{UtcDateTime, civil_from_days, days_from_civil};
 
 /// Longest legal sentence, including `$` and the trailing CR LF.
 pub const MAX_LEN: usize = 82;
@@ -574,6 +574,10 @@ fn parse_time(s: &str) -> Result<Option<TimeOfDay>, &'static str> {
     if h >= 24 || m >= 60 || sec > 60 {
         return Err("time out of range");
     }
+    // A leap second is inserted at the end of a UTC day only.
+    if sec == 60 && (h, m) != (23, 59) {
+        return Err("second 60 outside 23:59");
+    }
     let mut nanos = 0u32;
     for (i, b) in frac.bytes().enumerate() {
         let exp = u32::try_from(8 - i).unwrap_or(0);
@@ -582,8 +586,12 @@ fn parse_time(s: &str) -> Result<Option<TimeOfDay>, &'static str> {
     Ok(Some((h, m, sec, nanos)))
 }
 
+/// A calendar date that exists (30 February does not).
 fn check_date(year: i32, month: u8, day: u8) -> Result<Date, &'static str> {
-    if (1..=12).contains(&month) && (1..=31).contains(&day) {
+    if (1..=12).contains(&month)
+        && day >= 1
+        && civil_from_days(days_from_civil(year, month, day)) == (year, month, day)
+    {
         Ok((year, month, day))
     } else {
         Err("date out of range")
@@ -880,6 +888,15 @@ mod tests {
             Some(("RMC", 1))
         );
         assert_eq!(field("GPRMC,235961,A,,,,,,,010120"), Some(("RMC", 1)));
+        // Second 60 only ends a UTC day; dates must exist.
+        assert_eq!(field("GPRMC,120060,A,,,,,,,010120"), Some(("RMC", 1)));
+        assert_eq!(field("GPGGA,235860,,,,,0,00,,,M,,M,,"), Some(("GGA", 1)));
+        assert_eq!(field("GPRMC,120000,A,,,,,,,300220"), Some(("RMC", 9)));
+        assert_eq!(field("GPRMC,120000,A,,,,,,,290220"), None); // 2020 is a leap year
+        assert_eq!(field("GPRMC,120000,A,,,,,,,290221"), Some(("RMC", 9)));
+        assert_eq!(field("GPRMC,120000,A,,,,,,,310420"), Some(("RMC", 9)));
+        assert_eq!(field("GPZDA,120000,31,06,2020,00,00"), Some(("ZDA", 2)));
+        assert_eq!(field("GPZDA,235960,31,12,2016,00,00"), None);
         assert_eq!(field("GPRMC,120000,X,,,,,,,010120"), Some(("RMC", 2)));
         assert_eq!(
             field("GPRMC,120000,A,9100.0,N,,,,,010120"),
@@ -938,10 +955,12 @@ mod tests {
     /// Range invariants every successful parse must satisfy.
     fn check_invariants(s: &Sentence) {
         let time_ok = |t: &Option<TimeOfDay>| {
-            t.is_none_or(|(h, m, s, n)| h < 24 && m < 60 && s <= 60 && n < 1_000_000_000)
+            t.is_none_or(|(h, m, s, n)| {
+                h < 24 && m < 60 && (s < 60 || (h, m, s) == (23, 59, 60)) && n < 1_000_000_000
+            })
         };
         let date_ok = |d: &Option<Date>| {
-            d.is_none_or(|(_, m, d)| (1..=12).contains(&m) && (1..=31).contains(&d))
+            d.is_none_or(|(y, m, d)| civil_from_days(days_from_civil(y, m, d)) == (y, m, d))
         };
         let lat_ok = |v: &Option<f64>| v.is_none_or(|v| v.is_finite() && v.abs() <= 90.0);
         let lon_ok = |v: &Option<f64>| v.is_none_or(|v| v.is_finite() && v.abs() <= 180.0);
@@ -961,7 +980,9 @@ mod tests {
             Sentence::Other { .. } => {}
         }
         if let Some(u) = s.utc() {
-            let _ = u.to_unix();
+            // A real instant: back from Unix time to the same label.
+            let back = UtcDateTime::from_unix_leap(u.to_unix(), u.nanos, u.second == 60);
+            assert_eq!(back, u);
         }
     }
 
@@ -975,8 +996,14 @@ mod tests {
             0u8..=60,
             0u32..1_000_000_000,
         )
-            .prop_map(
-                |(year, month, day, hour, minute, second, nanos)| UtcDateTime {
+            .prop_map(|(year, month, day, hour, minute, second, nanos)| {
+                // Second 60 exists at 23:59 only.
+                let (hour, minute) = if second == 60 {
+                    (23, 59)
+                } else {
+                    (hour, minute)
+                };
+                UtcDateTime {
                     year,
                     month,
                     day: day.min(28),
@@ -984,8 +1011,8 @@ mod tests {
                     minute,
                     second,
                     nanos,
-                },
-            );
+                }
+            });
         (
             (
                 prop::sample::select(Talker::ALL.to_vec()),

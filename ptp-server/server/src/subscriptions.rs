@@ -129,7 +129,8 @@ pub struct Subscription {
 pub enum Action {
     /// Send the next Sync (+ Follow_Up) or Announce of this stream.
     Send(Key),
-    /// The stream expired: send CANCEL_UNICAST_TRANSMISSION; it is removed.
+    /// The stream expired: the caller removes it with [`Table::cancel`]
+    /// (its schedule entry is spent; it is not reported again).
     Expired(Key),
 }
 
@@ -283,7 +284,7 @@ impl Table {
 
     /// The next thing due at `now_ns`, if any. Call until `None`. An expired
     /// stream stays in the table until [`Table::cancel`] removes it, so the
-    /// caller can still read its addresses to send the CANCEL.
+    /// caller can still read it (to log it, or to send a CANCEL).
     pub fn next_action(&mut self, now_ns: i64) -> Option<Action> {
         while let Some(Reverse((t, key))) = self.due.peek().copied() {
             if t > now_ns {
