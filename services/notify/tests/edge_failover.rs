@@ -4,7 +4,7 @@
 //! edge node is killed with SIGKILL: its registry records expire, its
 //! client reconnects to the other node, and the durable notifications
 //! published meanwhile are fetched from the pull store: none is lost, none
-//! is reported twice.
+//! is reported twice. A third edge given a live node's id refuses to start.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,6 +65,34 @@ fn start_edge(id: &str, key_file: &Path, nats: &str) -> Edge {
         "listening",
     );
     Edge { child, addr }
+}
+
+/// Starts an edge that must refuse to start; its error output.
+fn refused_edge(id: &str, key_file: &Path, nats: &str) -> String {
+    let mut child = Command::new(push_binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--node-id", id])
+        .args(["--registry", nats, "--registry-ttl", "3s", "--key-file"])
+        .arg(key_file)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("a second edge with node id {id} kept running");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    err
 }
 
 fn event(member: &str, n: u32) -> IncomingEvent {
@@ -143,6 +171,10 @@ async fn killing_an_edge_node_loses_no_durable_notification() {
     let svc = run.service.clone();
     let a = start_edge("a", &key_file, &nats.url());
     let b = start_edge("b", &key_file, &nats.url());
+    // A third node given a live node's id is refused: it would receive the
+    // pushes routed to that node and find none of its connections.
+    let err = refused_edge("a", &key_file, &nats.url());
+    assert!(err.contains("node id \"a\" is in use"), "{err}");
 
     // m1's tv resumes from the pull store; m2's tv sits on node a and is
     // never started again (its record must expire).

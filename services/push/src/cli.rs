@@ -60,7 +60,9 @@ pub struct ServeArgs {
     #[arg(long)]
     pub reuse_port: bool,
     /// This node's id (in the registry and the `hello` frame); unique
-    /// among the nodes sharing a registry. Default: edge-<host>-<port>.
+    /// among the nodes sharing a registry: a node whose id a live node
+    /// holds refuses to start. Default: edge-<host>-<port>
+    /// (edge-<host>-<port>-<pid> with --reuse-port).
     #[arg(long)]
     pub node_id: Option<String>,
     /// File with the token key (from `timecard-push keygen`).

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket};
@@ -144,6 +144,8 @@ struct Inner {
     open: AtomicU64,
     stats: EdgeStats,
     started: Instant,
+    /// The node id's claim on the registry, held until the node drains.
+    claim: Mutex<Option<crate::registry::NodeClaim>>,
 }
 
 /// An accepted connection's server side: frames to write, and its place in
@@ -190,12 +192,10 @@ impl Drop for Attached {
 }
 
 /// A node id unique on a shared registry by default: `<prefix>-<host>-<port>`
-/// (host name from the kernel, characters outside `[A-Za-z0-9_-]` as `-`).
+/// (characters of the host name outside `[A-Za-z0-9_-]` as `-`).
 #[must_use]
 pub fn default_node_id(prefix: &str, port: u16) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let host: String = host
-        .trim()
+    let host: String = crate::host_name()
         .chars()
         .take(64)
         .map(|c| {
@@ -256,8 +256,19 @@ impl EdgeNode {
                 open: AtomicU64::new(0),
                 stats: EdgeStats::default(),
                 started: Instant::now(),
+                claim: Mutex::new(None),
             }),
         })
+    }
+
+    /// Keeps `claim` (this node's id, from [`Registry::claim_node`]) for
+    /// the node's life; [`EdgeNode::drain`] gives it back.
+    pub fn hold_claim(&self, claim: crate::registry::NodeClaim) {
+        *self
+            .inner
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(claim);
     }
 
     /// The node id.
@@ -631,6 +642,16 @@ impl EdgeNode {
         let deadline = start + period + self.inner.config.write_timeout;
         while self.inner.stats_open() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Drained: a replacement may take the node id now.
+        let claim = self
+            .inner
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(claim) = claim {
+            claim.release().await;
         }
     }
 

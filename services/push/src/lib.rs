@@ -29,6 +29,18 @@ pub(crate) fn shard_index(key: &str, shards: usize) -> usize {
     (h % shards as u64) as usize
 }
 
+/// This machine's host name: the kernel's, or `/etc/hostname` where
+/// `/proc/sys` is hidden (the packaged units' `ProcSubset=pid`); empty if
+/// neither is readable.
+pub(crate) fn host_name() -> String {
+    ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .map(|h| h.trim().to_owned())
+        .find(|h| !h.is_empty())
+        .unwrap_or_default()
+}
+
 /// A uniform fraction in `[0, 1)` (for jitter; not secret).
 pub(crate) fn unit_random() -> f64 {
     (eventlog::envelope::random_u128() as u64 >> 11) as f64 / (1u64 << 53) as f64

@@ -69,10 +69,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         .min((nofile as usize).saturating_sub(64).max(1));
     let main = listener(args.listen, args.reuse_port)?;
     let main_addr = main.local_addr()?;
-    let node_id = args
-        .node_id
-        .clone()
-        .unwrap_or_else(|| push::edge::default_node_id("edge", main_addr.port()));
+    let node_id = args.node_id.clone().unwrap_or_else(|| {
+        let id = push::edge::default_node_id("edge", main_addr.port());
+        // Several processes share the port: the process id tells them apart.
+        if args.reuse_port {
+            format!("{id}-{}", std::process::id())
+        } else {
+            id
+        }
+    });
     let config = EdgeConfig {
         node_id,
         heartbeat: args.heartbeat,

@@ -115,13 +115,15 @@ impl Processor {
     /// other processes forward to it. Needs a tokio runtime.
     ///
     /// # Errors
-    /// A bad node configuration, or the NATS subscriptions failed.
+    /// A bad node configuration, a node id a live node holds
+    /// ([`Registry::claim_node`]), or the NATS subscriptions failed.
     pub async fn hosting(
         config: crate::edge::EdgeConfig,
         key: crate::token::TokenKey,
         registry: Registry,
     ) -> Result<Self, crate::registry::RegistryError> {
         let node = EdgeNode::new(config, key, registry.clone())?;
+        node.hold_claim(registry.claim_node(node.id()).await?);
         node.spawn_refresh();
         let nats = registry.client().cloned();
         let processor = Self::new(registry, Some(node), nats);

@@ -15,10 +15,14 @@
 //!   (`r.<member>.<device>`). Every process keeps a local copy fed by a
 //!   watch on the bucket, so lookups on the delivery path never wait for
 //!   the network.
+//!
+//! Node ids are claimed as well ([`Registry::claim_node`]): a second live
+//! node with the same id is refused at start instead of silently sharing
+//! (and losing) the first one's routed pushes.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -48,6 +52,18 @@ pub enum RegistryError {
     /// A setting out of range.
     #[error("{0}")]
     Config(String),
+    /// Another live node holds this node id.
+    #[error(
+        "node id {node:?} is in use by {holder} (its claim expires in {expires_in_ms} ms unless renewed): give each edge node its own --node-id"
+    )]
+    NodeInUse {
+        /// The node id.
+        node: String,
+        /// Who holds it (`host:pid`).
+        holder: String,
+        /// Time left on the holder's claim, ms.
+        expires_in_ms: u64,
+    },
 }
 
 /// Where a device is connected.
@@ -111,6 +127,8 @@ struct Inner {
     devices: AtomicUsize,
     nats: Option<kv::Store>,
     client: Option<async_nats::Client>,
+    /// Node ids claimed in this process (the embedded registry's claims).
+    claimed: Mutex<HashSet<String>>,
 }
 
 /// Unix ms on the system clock.
@@ -151,6 +169,7 @@ impl Registry {
                 devices: AtomicUsize::new(0),
                 nats,
                 client,
+                claimed: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -460,6 +479,116 @@ impl Registry {
         self.inner.client.as_ref()
     }
 
+    /// Claims `node` as this process's node id, so that two live edge
+    /// nodes never share one (each would receive the other's routed
+    /// pushes and find no connection for them). Embedded: unique within
+    /// the process. NATS: a record `n.<node>` in the bucket, created if
+    /// absent, taken over if its holder stopped renewing it for a TTL,
+    /// renewed every [`Registry::refresh_every`] while the claim lives.
+    ///
+    /// # Errors
+    /// [`RegistryError::NodeInUse`] while another live node holds it; a bad
+    /// name; NATS unreachable.
+    pub async fn claim_node(&self, node: &str) -> Result<NodeClaim, RegistryError> {
+        check(&[node])?;
+        let holder = claim_holder();
+        let Some(store) = &self.inner.nats else {
+            let mut claimed = self
+                .inner
+                .claimed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if !claimed.insert(node.to_owned()) {
+                return Err(RegistryError::NodeInUse {
+                    node: node.to_owned(),
+                    holder,
+                    expires_in_ms: self.inner.ttl.as_millis() as u64,
+                });
+            }
+            return Ok(NodeClaim {
+                registry: self.clone(),
+                node: node.to_owned(),
+                revision: Arc::new(AtomicU64::new(0)),
+                renewal: None,
+            });
+        };
+        let key = claim_key(node);
+        let ttl_ms = self.inner.ttl.as_millis() as u64;
+        let value = || bytes::Bytes::from(format!("{} {holder}", unix_now_ms() + ttl_ms));
+        let nats_err = |e: &dyn std::fmt::Display| RegistryError::Nats(format!("claim {key}: {e}"));
+        let revision = match store.create(&key, value()).await {
+            Ok(revision) => revision,
+            Err(create_err) => {
+                let entry = store
+                    .entry(&key)
+                    .await
+                    .map_err(|e| nats_err(&e))?
+                    .ok_or_else(|| nats_err(&create_err))?;
+                let (expires_ms, other) = parse_claim(&entry.value);
+                let now = unix_now_ms();
+                if expires_ms > now {
+                    return Err(RegistryError::NodeInUse {
+                        node: node.to_owned(),
+                        holder: other,
+                        expires_in_ms: expires_ms - now,
+                    });
+                }
+                // Its holder stopped renewing it: take it over, unless
+                // another node does so first.
+                store
+                    .update(&key, value(), entry.revision)
+                    .await
+                    .map_err(|_| RegistryError::NodeInUse {
+                        node: node.to_owned(),
+                        holder: "a node that took over the same expired claim".into(),
+                        expires_in_ms: ttl_ms,
+                    })?
+            }
+        };
+        let revision = Arc::new(AtomicU64::new(revision));
+        let renewal = {
+            let (store, key, revision) = (store.clone(), key.clone(), revision.clone());
+            let every = self.refresh_every();
+            tokio::spawn(async move {
+                let mut lost = false;
+                loop {
+                    tokio::time::sleep(every).await;
+                    let v = bytes::Bytes::from(format!("{} {holder}", unix_now_ms() + ttl_ms));
+                    match store
+                        .update(&key, v, revision.load(Ordering::Relaxed))
+                        .await
+                    {
+                        Ok(r) => {
+                            revision.store(r, Ordering::Relaxed);
+                            lost = false;
+                        }
+                        Err(e) => {
+                            // A write whose answer was lost went through:
+                            // the record is still ours at a newer revision.
+                            if let Ok(Some(entry)) = store.entry(&key).await
+                                && parse_claim(&entry.value).1 == holder
+                            {
+                                revision.store(entry.revision, Ordering::Relaxed);
+                            } else if !lost {
+                                lost = true;
+                                tracing::error!(
+                                    "push registry: renewing the claim {key} failed ({e}); \
+                                     another node may take this node id over"
+                                );
+                            }
+                        }
+                    }
+                }
+            })
+        };
+        Ok(NodeClaim {
+            registry: self.clone(),
+            node: node.to_owned(),
+            revision,
+            renewal: Some(renewal),
+        })
+    }
+
     /// `embedded` or `nats-kv:<bucket>`.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -468,6 +597,83 @@ impl Registry {
             None => "embedded".into(),
         }
     }
+}
+
+/// A node id held by this process (see [`Registry::claim_node`]); released
+/// by [`NodeClaim::release`], or on drop (best effort: a NATS claim dropped
+/// outside a runtime expires after the TTL instead).
+#[derive(Debug)]
+pub struct NodeClaim {
+    registry: Registry,
+    node: String,
+    /// Revision of the NATS claim record as last written.
+    revision: Arc<AtomicU64>,
+    renewal: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl NodeClaim {
+    /// The node id.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Gives the node id back now (a NATS record is deleted if it is still
+    /// this claim's), so a replacement may start at once.
+    pub async fn release(mut self) {
+        if let Some(task) = self.renewal.take() {
+            task.abort();
+        }
+        if let Some(store) = &self.registry.inner.nats {
+            let revision = self.revision.load(Ordering::Relaxed);
+            if let Err(e) = store
+                .delete_expect_revision(claim_key(&self.node), Some(revision))
+                .await
+            {
+                tracing::debug!(node = self.node, "claim delete skipped: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for NodeClaim {
+    fn drop(&mut self) {
+        self.registry
+            .inner
+            .claimed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.node);
+        let Some(task) = self.renewal.take() else {
+            return;
+        };
+        task.abort();
+        if let (Some(store), Ok(rt)) = (
+            self.registry.inner.nats.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            let (key, revision) = (claim_key(&self.node), self.revision.load(Ordering::Relaxed));
+            rt.spawn(async move {
+                let _ = store.delete_expect_revision(key, Some(revision)).await;
+            });
+        }
+    }
+}
+
+fn claim_key(node: &str) -> String {
+    format!("n.{node}")
+}
+
+/// Who claims: `host:pid`.
+fn claim_holder() -> String {
+    format!("{}:{}", crate::host_name(), std::process::id())
+}
+
+/// `<expires unix ms> <holder>`; garbage reads as long expired.
+fn parse_claim(value: &[u8]) -> (u64, String) {
+    let text = String::from_utf8_lossy(value);
+    let (expires, holder) = text.split_once(' ').unwrap_or((&text, "?"));
+    (expires.parse().unwrap_or(0), holder.to_owned())
 }
 
 #[cfg(test)]
@@ -506,6 +712,31 @@ mod tests {
         assert_eq!(r.sweep(), 1);
         assert!(r.is_empty());
         assert!(r.register("m.x", "d", r.route(&a, &tv, 3)).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_node_id_is_held_by_one_claim_at_a_time() {
+        let r = Registry::embedded(Duration::from_secs(1));
+        let claim = r.claim_node("edge-a").await.unwrap();
+        assert_eq!(claim.node(), "edge-a");
+        let err = r.claim_node("edge-a").await.unwrap_err();
+        assert!(
+            matches!(&err, RegistryError::NodeInUse { node, .. } if node == "edge-a"),
+            "{err}"
+        );
+        assert!(err.to_string().contains("--node-id"), "{err}");
+        let other = r.claim_node("edge-b").await.unwrap();
+        drop(claim);
+        let again = r.claim_node("edge-a").await.unwrap();
+        again.release().await;
+        r.claim_node("edge-a").await.unwrap();
+        drop(other);
+        assert!(matches!(
+            r.claim_node("edge.a").await,
+            Err(RegistryError::Name(_))
+        ));
+        assert_eq!(parse_claim(b"17 host:42"), (17, "host:42".into()));
+        assert_eq!(parse_claim(b"garbage"), (0, "?".into()));
     }
 
     #[tokio::test]
