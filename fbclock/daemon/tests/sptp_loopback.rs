@@ -440,15 +440,14 @@ fn simulated_hosts_with_drifting_oscillators_stay_inside() {
     // spike filter to reject them and a host to enter holdover for a moment
     // (its readings still checked above); each must come back to Synced.
     let recover_by = Instant::now() + Duration::from_secs(5);
-    while !hosts
-        .iter()
-        .all(|(_, h)| h.status().state == SyncState::Synced)
-        && Instant::now() < recover_by
-    {
+    let statuses = loop {
+        let statuses: Vec<_> = hosts.iter().map(|(_, h)| h.status()).collect();
+        if statuses.iter().all(|s| s.state == SyncState::Synced) || Instant::now() > recover_by {
+            break statuses;
+        }
         run_for(Duration::from_millis(50), "recovering");
-    }
-    for (i, (_, h)) in hosts.iter().enumerate() {
-        let st = h.status();
+    };
+    for (i, ((_, h), st)) in hosts.iter().zip(statuses).enumerate() {
         let w = &wous.lock().unwrap()[i];
         let max = w.iter().max().copied().unwrap_or(0);
         eprintln!(

@@ -261,6 +261,24 @@ impl EdgeNode {
         })
     }
 
+    /// Resolves if another node takes this node's id over (see
+    /// [`crate::registry::NodeClaim::lost`]); never without a held claim.
+    pub async fn claim_lost(&self) {
+        let lost = self
+            .inner
+            .claim
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(crate::registry::NodeClaim::lost);
+        if let Some(mut lost) = lost
+            && lost.wait_for(|l| *l).await.is_ok()
+        {
+            return;
+        }
+        std::future::pending().await
+    }
+
     /// Keeps `claim` (this node's id, from [`Registry::claim_node`]) for
     /// the node's life; [`EdgeNode::drain`] gives it back.
     pub fn hold_claim(&self, claim: crate::registry::NodeClaim) {

@@ -87,6 +87,9 @@ async fn serve(args: ServeArgs) -> Result<()> {
         drain_period: args.drain_period,
         ..EdgeConfig::default()
     };
+    // Every listener is bound before the node claims its id, so a bind
+    // error cannot leave the id claimed behind this process.
+    let admin = args.admin_listen.map(|a| listener(a, false)).transpose()?;
     let processor = Processor::hosting(config, key, registry.clone()).await?;
     let node = processor
         .local()
@@ -97,8 +100,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut servers = Vec::new();
     let mut admin_addr = None;
-    if let Some(a) = args.admin_listen {
-        let admin = listener(a, false)?;
+    if let Some(admin) = admin {
         admin_addr = Some(admin.local_addr()?);
         servers.push(spawn_server(
             push::net::TimeoutListener::new(admin, write_timeout),
@@ -122,15 +124,22 @@ async fn serve(args: ServeArgs) -> Result<()> {
     );
     std::io::stdout().flush()?;
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+    let lost = tokio::select! {
+        _ = tokio::signal::ctrl_c() => false,
+        _ = term.recv() => false,
+        () = node.claim_lost() => true,
+    };
     tracing::info!(connections = node.connections(), "draining");
     node.drain().await;
     let _ = stop_tx.send(true);
     for s in servers {
         let _ = tokio::time::timeout(Duration::from_secs(2), s).await;
+    }
+    if lost {
+        bail!(
+            "node id {} was taken over by another node while this one could not renew it; stopped",
+            node.id()
+        );
     }
     Ok(())
 }

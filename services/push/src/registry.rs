@@ -54,15 +54,16 @@ pub enum RegistryError {
     Config(String),
     /// Another live node holds this node id.
     #[error(
-        "node id {node:?} is in use by {holder} (its claim expires in {expires_in_ms} ms unless renewed): give each edge node its own --node-id"
+        "node id {node:?} is in use by {holder}{}: give each edge node its own id (timecard-push --node-id, notify --push-node)",
+        claim_left(.expires_in_ms)
     )]
     NodeInUse {
         /// The node id.
         node: String,
-        /// Who holds it (`host:pid`).
+        /// Who holds it (`host:pid/claim`).
         holder: String,
-        /// Time left on the holder's claim, ms.
-        expires_in_ms: u64,
+        /// Time left on a NATS claim unless its holder renews it, ms.
+        expires_in_ms: Option<u64>,
     },
 }
 
@@ -482,9 +483,14 @@ impl Registry {
     /// Claims `node` as this process's node id, so that two live edge
     /// nodes never share one (each would receive the other's routed
     /// pushes and find no connection for them). Embedded: unique within
-    /// the process. NATS: a record `n.<node>` in the bucket, created if
-    /// absent, taken over if its holder stopped renewing it for a TTL,
-    /// renewed every [`Registry::refresh_every`] while the claim lives.
+    /// the process. NATS: a record `n.<node>` (`<expiry ms> <host>:<pid>/<claim>`)
+    /// in the bucket, created if absent and renewed every
+    /// [`Registry::refresh_every`] while the claim lives. A record whose
+    /// holder is gone is taken over: at once when the holder was a process
+    /// of this host that no longer runs (a restart after a crash), else
+    /// once it has expired and, watched for a renewal period and a half,
+    /// stayed unrenewed (so a clock ahead of the holder's cannot take a
+    /// live claim).
     ///
     /// # Errors
     /// [`RegistryError::NodeInUse`] while another live node holds it; a bad
@@ -492,6 +498,7 @@ impl Registry {
     pub async fn claim_node(&self, node: &str) -> Result<NodeClaim, RegistryError> {
         check(&[node])?;
         let holder = claim_holder();
+        let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let Some(store) = &self.inner.nats else {
             let mut claimed = self
                 .inner
@@ -501,92 +508,153 @@ impl Registry {
             if !claimed.insert(node.to_owned()) {
                 return Err(RegistryError::NodeInUse {
                     node: node.to_owned(),
-                    holder,
-                    expires_in_ms: self.inner.ttl.as_millis() as u64,
+                    holder: format!("another edge node of this process ({holder})"),
+                    expires_in_ms: None,
                 });
             }
             return Ok(NodeClaim {
                 registry: self.clone(),
                 node: node.to_owned(),
+                holder,
                 revision: Arc::new(AtomicU64::new(0)),
                 renewal: None,
+                lost,
             });
         };
         let key = claim_key(node);
-        let ttl_ms = self.inner.ttl.as_millis() as u64;
-        let value = || bytes::Bytes::from(format!("{} {holder}", unix_now_ms() + ttl_ms));
-        let nats_err = |e: &dyn std::fmt::Display| RegistryError::Nats(format!("claim {key}: {e}"));
-        let revision = match store.create(&key, value()).await {
+        let revision = match store.create(&key, self.claim_value(&holder)).await {
             Ok(revision) => revision,
             Err(create_err) => {
                 let entry = store
                     .entry(&key)
                     .await
-                    .map_err(|e| nats_err(&e))?
-                    .ok_or_else(|| nats_err(&create_err))?;
-                let (expires_ms, other) = parse_claim(&entry.value);
-                let now = unix_now_ms();
-                if expires_ms > now {
-                    return Err(RegistryError::NodeInUse {
-                        node: node.to_owned(),
-                        holder: other,
-                        expires_in_ms: expires_ms - now,
-                    });
-                }
-                // Its holder stopped renewing it: take it over, unless
-                // another node does so first.
-                store
-                    .update(&key, value(), entry.revision)
-                    .await
-                    .map_err(|_| RegistryError::NodeInUse {
-                        node: node.to_owned(),
-                        holder: "a node that took over the same expired claim".into(),
-                        expires_in_ms: ttl_ms,
-                    })?
+                    .map_err(|e| claim_err(&key, &e))?
+                    .ok_or_else(|| claim_err(&key, &create_err))?;
+                self.take_over(store, &key, node, &holder, &entry).await?
             }
         };
         let revision = Arc::new(AtomicU64::new(revision));
-        let renewal = {
-            let (store, key, revision) = (store.clone(), key.clone(), revision.clone());
-            let every = self.refresh_every();
-            tokio::spawn(async move {
-                let mut lost = false;
-                loop {
-                    tokio::time::sleep(every).await;
-                    let v = bytes::Bytes::from(format!("{} {holder}", unix_now_ms() + ttl_ms));
-                    match store
-                        .update(&key, v, revision.load(Ordering::Relaxed))
-                        .await
-                    {
-                        Ok(r) => {
-                            revision.store(r, Ordering::Relaxed);
-                            lost = false;
-                        }
-                        Err(e) => {
-                            // A write whose answer was lost went through:
-                            // the record is still ours at a newer revision.
-                            if let Ok(Some(entry)) = store.entry(&key).await
-                                && parse_claim(&entry.value).1 == holder
-                            {
-                                revision.store(entry.revision, Ordering::Relaxed);
-                            } else if !lost {
-                                lost = true;
-                                tracing::error!(
-                                    "push registry: renewing the claim {key} failed ({e}); \
-                                     another node may take this node id over"
-                                );
-                            }
-                        }
-                    }
-                }
-            })
-        };
+        let renewal =
+            tokio::spawn(
+                self.clone()
+                    .renew_claim(key, holder.clone(), revision.clone(), lost_tx),
+            );
         Ok(NodeClaim {
             registry: self.clone(),
             node: node.to_owned(),
+            holder,
             revision,
             renewal: Some(renewal),
+            lost,
         })
+    }
+
+    /// `<expiry ms> <holder>` for a claim written now.
+    fn claim_value(&self, holder: &str) -> bytes::Bytes {
+        let expires = unix_now_ms() + self.inner.ttl.as_millis() as u64;
+        bytes::Bytes::from(format!("{expires} {holder}"))
+    }
+
+    /// Takes the existing claim `entry` over if its holder is gone; its new
+    /// revision.
+    async fn take_over(
+        &self,
+        store: &kv::Store,
+        key: &str,
+        node: &str,
+        holder: &str,
+        entry: &kv::Entry,
+    ) -> Result<u64, RegistryError> {
+        let (expires_ms, other) = parse_claim(&entry.value);
+        let ttl_ms = self.inner.ttl.as_millis() as u64;
+        let in_use = |left_ms: u64| RegistryError::NodeInUse {
+            node: node.to_owned(),
+            holder: other.clone(),
+            expires_in_ms: Some(left_ms),
+        };
+        if other == holder {
+            // Our own create, whose answer was lost.
+            return Ok(entry.revision);
+        }
+        if !holder_gone_from_this_host(&other) {
+            let now = unix_now_ms();
+            if expires_ms > now {
+                return Err(in_use(expires_ms - now));
+            }
+            // Expired by our clock: a live holder renews within a refresh
+            // period, whatever its clock says.
+            tokio::time::sleep(self.refresh_every() * 3 / 2).await;
+            match store.entry(key).await {
+                Ok(Some(e)) if e.revision == entry.revision => {}
+                Ok(None) => {
+                    return store
+                        .create(key, self.claim_value(holder))
+                        .await
+                        .map_err(|_| in_use(ttl_ms));
+                }
+                Ok(Some(_)) => return Err(in_use(ttl_ms)),
+                Err(e) => return Err(claim_err(key, &e)),
+            }
+        }
+        // Compare-and-set: of several nodes taking over, one wins.
+        store
+            .update(key, self.claim_value(holder), entry.revision)
+            .await
+            .map_err(|_| in_use(ttl_ms))
+    }
+
+    /// Renews a NATS claim every refresh period; says on `lost` when
+    /// another holder has it (and stops).
+    async fn renew_claim(
+        self,
+        key: String,
+        holder: String,
+        revision: Arc<AtomicU64>,
+        lost: tokio::sync::watch::Sender<bool>,
+    ) {
+        let Some(store) = self.inner.nats.clone() else {
+            return;
+        };
+        let mut failing = false;
+        loop {
+            tokio::time::sleep(self.refresh_every()).await;
+            let value = self.claim_value(&holder);
+            let err = match store
+                .update(&key, value, revision.load(Ordering::Relaxed))
+                .await
+            {
+                Ok(r) => {
+                    revision.store(r, Ordering::Relaxed);
+                    failing = false;
+                    continue;
+                }
+                Err(e) => e,
+            };
+            match store.entry(&key).await {
+                // A write whose answer was lost went through: still ours.
+                Ok(Some(e)) if parse_claim(&e.value).1 == holder => {
+                    revision.store(e.revision, Ordering::Relaxed);
+                }
+                Ok(Some(e)) => {
+                    let (_, other) = parse_claim(&e.value);
+                    tracing::error!(
+                        "push registry: the node id of claim {key} was taken over by {other} \
+                         (this node could not renew it for a TTL)"
+                    );
+                    let _ = lost.send(true);
+                    return;
+                }
+                _ if !failing => {
+                    failing = true;
+                    tracing::error!(
+                        "push registry: renewing the claim {key} failed ({err}); \
+                         retrying every {:?}",
+                        self.refresh_every()
+                    );
+                }
+                _ => {}
+            }
+        }
     }
 
     /// `embedded` or `nats-kv:<bucket>`.
@@ -601,14 +669,17 @@ impl Registry {
 
 /// A node id held by this process (see [`Registry::claim_node`]); released
 /// by [`NodeClaim::release`], or on drop (best effort: a NATS claim dropped
-/// outside a runtime expires after the TTL instead).
+/// outside a runtime stays until it expires or this host's next claimant
+/// sees its process gone).
 #[derive(Debug)]
 pub struct NodeClaim {
     registry: Registry,
     node: String,
+    holder: String,
     /// Revision of the NATS claim record as last written.
     revision: Arc<AtomicU64>,
     renewal: Option<tokio::task::JoinHandle<()>>,
+    lost: tokio::sync::watch::Receiver<bool>,
 }
 
 impl NodeClaim {
@@ -616,6 +687,13 @@ impl NodeClaim {
     #[must_use]
     pub fn node(&self) -> &str {
         &self.node
+    }
+
+    /// Becomes `true` when another node took the id over (this one could
+    /// not renew it for a TTL): the two must not both serve.
+    #[must_use]
+    pub fn lost(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.lost.clone()
     }
 
     /// Gives the node id back now (a NATS record is deleted if it is still
@@ -626,12 +704,7 @@ impl NodeClaim {
         }
         if let Some(store) = &self.registry.inner.nats {
             let revision = self.revision.load(Ordering::Relaxed);
-            if let Err(e) = store
-                .delete_expect_revision(claim_key(&self.node), Some(revision))
-                .await
-            {
-                tracing::debug!(node = self.node, "claim delete skipped: {e}");
-            }
+            delete_claim(store, &claim_key(&self.node), &self.holder, revision).await;
         }
     }
 }
@@ -652,11 +725,29 @@ impl Drop for NodeClaim {
             self.registry.inner.nats.clone(),
             tokio::runtime::Handle::try_current(),
         ) {
-            let (key, revision) = (claim_key(&self.node), self.revision.load(Ordering::Relaxed));
-            rt.spawn(async move {
-                let _ = store.delete_expect_revision(key, Some(revision)).await;
-            });
+            let (key, holder) = (claim_key(&self.node), self.holder.clone());
+            let revision = self.revision.load(Ordering::Relaxed);
+            rt.spawn(async move { delete_claim(&store, &key, &holder, revision).await });
         }
+    }
+}
+
+/// Deletes the claim record if it is still `holder`'s: at `revision`, or,
+/// when a renewal in flight wrote a newer one, at that.
+async fn delete_claim(store: &kv::Store, key: &str, holder: &str, revision: u64) {
+    if store
+        .delete_expect_revision(key, Some(revision))
+        .await
+        .is_ok()
+    {
+        return;
+    }
+    if let Ok(Some(e)) = store.entry(key).await
+        && e.operation == kv::Operation::Put
+        && parse_claim(&e.value).1 == holder
+        && let Err(err) = store.delete_expect_revision(key, Some(e.revision)).await
+    {
+        tracing::debug!(key, "claim delete skipped: {err}");
     }
 }
 
@@ -664,9 +755,34 @@ fn claim_key(node: &str) -> String {
     format!("n.{node}")
 }
 
-/// Who claims: `host:pid`.
+fn claim_err(key: &str, e: &dyn std::fmt::Display) -> RegistryError {
+    RegistryError::Nats(format!("claim {key}: {e}"))
+}
+
+/// Who claims: `host:pid/claim`, the last part telling apart claims of one
+/// process (and so a record this claim wrote from any other).
 fn claim_holder() -> String {
-    format!("{}:{}", crate::host_name(), std::process::id())
+    let claim = eventlog::envelope::random_u128() as u32;
+    format!("{}:{}/{claim:08x}", crate::host_name(), std::process::id())
+}
+
+/// Whether `holder` (`host:pid/claim`) was a process of this host that no longer
+/// runs. Only processes this one can see count as running (the packaged
+/// units' `ProtectProc=invisible` shows those of the same user, which the
+/// edge units share); without /proc nothing is known to be gone.
+fn holder_gone_from_this_host(holder: &str) -> bool {
+    let process = holder.split_once('/').map_or(holder, |(p, _)| p);
+    let Some((host, pid)) = process.rsplit_once(':') else {
+        return false;
+    };
+    let (Ok(pid), here) = (pid.parse::<u32>(), crate::host_name()) else {
+        return false;
+    };
+    !here.is_empty()
+        && host == here
+        && pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// `<expires unix ms> <holder>`; garbage reads as long expired.
@@ -674,6 +790,13 @@ fn parse_claim(value: &[u8]) -> (u64, String) {
     let text = String::from_utf8_lossy(value);
     let (expires, holder) = text.split_once(' ').unwrap_or((&text, "?"));
     (expires.parse().unwrap_or(0), holder.to_owned())
+}
+
+/// " (its claim expires in N ms unless renewed)" for NATS claims.
+fn claim_left(left_ms: &Option<u64>) -> String {
+    left_ms.map_or_else(String::new, |ms| {
+        format!(" (its claim expires in {ms} ms unless renewed)")
+    })
 }
 
 #[cfg(test)]
@@ -725,6 +848,7 @@ mod tests {
             "{err}"
         );
         assert!(err.to_string().contains("--node-id"), "{err}");
+        assert!(!err.to_string().contains("expires"), "{err}");
         let other = r.claim_node("edge-b").await.unwrap();
         drop(claim);
         let again = r.claim_node("edge-a").await.unwrap();
@@ -737,6 +861,21 @@ mod tests {
         ));
         assert_eq!(parse_claim(b"17 host:42"), (17, "host:42".into()));
         assert_eq!(parse_claim(b"garbage"), (0, "?".into()));
+        // A process of this host that has exited is gone; this one is not;
+        // another host's processes are never judged from here.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let exited = child.id();
+        child.wait().unwrap();
+        let host = crate::host_name();
+        assert!(holder_gone_from_this_host(&format!("{host}:{exited}")));
+        assert!(holder_gone_from_this_host(&format!(
+            "{host}:{exited}/0badcafe"
+        )));
+        assert!(!holder_gone_from_this_host(&claim_holder()));
+        assert!(!holder_gone_from_this_host(&format!(
+            "elsewhere-{host}:{exited}"
+        )));
+        assert!(!holder_gone_from_this_host("garbage"));
     }
 
     #[tokio::test]
