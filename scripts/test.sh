@@ -107,6 +107,8 @@ if [ "$fuzz_seconds" = 0 ]; then
     echo "==> SKIPPED scripts/fuzz.sh: TIMECARD_FUZZ_SECONDS=0"
 else
     cargo fmt --manifest-path fuzz/Cargo.toml -- --check
+    echo "==> cargo clippy (fuzz targets)"
+    cargo clippy --manifest-path fuzz/Cargo.toml --all-targets -- -D warnings
     echo "==> scripts/fuzz.sh $fuzz_seconds"
     ./scripts/fuzz.sh "$fuzz_seconds"
     # Short of disk for the release build below: its build (~1.3 GB) has served.
