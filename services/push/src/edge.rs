@@ -264,11 +264,7 @@ impl EdgeNode {
     /// Resolves if another node takes this node's id over (see
     /// [`crate::registry::NodeClaim::lost`]); never without a held claim.
     pub async fn claim_lost(&self) {
-        let lost = self
-            .inner
-            .claim
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        let lost = crate::lock(&self.inner.claim)
             .as_ref()
             .map(crate::registry::NodeClaim::lost);
         if let Some(mut lost) = lost
@@ -282,11 +278,7 @@ impl EdgeNode {
     /// Keeps `claim` (this node's id, from [`Registry::claim_node`]) for
     /// the node's life; [`EdgeNode::drain`] gives it back.
     pub fn hold_claim(&self, claim: crate::registry::NodeClaim) {
-        *self
-            .inner
-            .claim
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(claim);
+        *crate::lock(&self.inner.claim) = Some(claim);
     }
 
     /// The node id.
@@ -662,12 +654,7 @@ impl EdgeNode {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         // Drained: a replacement may take the node id now.
-        let claim = self
-            .inner
-            .claim
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let claim = crate::lock(&self.inner.claim).take();
         if let Some(claim) = claim {
             claim.release().await;
         }

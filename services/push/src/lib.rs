@@ -58,6 +58,13 @@ pub(crate) fn write<T>(lock: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGua
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// Locks a mutex, whether or not a holder panicked.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// This process's resident set size in bytes (Linux `/proc/self/statm`).
 #[must_use]
 pub fn rss_bytes() -> u64 {

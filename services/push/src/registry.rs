@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
@@ -500,11 +500,7 @@ impl Registry {
         let holder = claim_holder();
         let (lost_tx, lost) = tokio::sync::watch::channel(false);
         let Some(store) = &self.inner.nats else {
-            let mut claimed = self
-                .inner
-                .claimed
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
+            let mut claimed = crate::lock(&self.inner.claimed);
             if !claimed.insert(node.to_owned()) {
                 return Err(RegistryError::NodeInUse {
                     node: node.to_owned(),
@@ -631,20 +627,32 @@ impl Registry {
                 Err(e) => e,
             };
             match store.entry(&key).await {
-                // A write whose answer was lost went through: still ours.
-                Ok(Some(e)) if parse_claim(&e.value).1 == holder => {
-                    revision.store(e.revision, Ordering::Relaxed);
-                }
-                Ok(Some(e)) => {
-                    let (_, other) = parse_claim(&e.value);
-                    tracing::error!(
-                        "push registry: the node id of claim {key} was taken over by {other} \
-                         (this node could not renew it for a TTL)"
-                    );
-                    let _ = lost.send(true);
-                    return;
-                }
-                _ if !failing => {
+                Ok(entry) => match entry.as_ref().and_then(live_claim) {
+                    // A write whose answer was lost went through: still ours.
+                    Some((_, h)) if h == holder => {
+                        if let Some(e) = entry {
+                            revision.store(e.revision, Ordering::Relaxed);
+                        }
+                    }
+                    Some((_, other)) => {
+                        tracing::error!(
+                            "push registry: the node id of claim {key} was taken over by {other} \
+                             (this node could not renew it for a TTL)"
+                        );
+                        let _ = lost.send(true);
+                        return;
+                    }
+                    // Gone (the bucket dropped it during a long outage):
+                    // nobody holds it; claim it again (if another node did
+                    // first, the next round finds it taken over).
+                    None => {
+                        if let Ok(r) = store.create(&key, self.claim_value(&holder)).await {
+                            revision.store(r, Ordering::Relaxed);
+                            failing = false;
+                        }
+                    }
+                },
+                Err(_) if !failing => {
                     failing = true;
                     tracing::error!(
                         "push registry: renewing the claim {key} failed ({err}); \
@@ -652,7 +660,7 @@ impl Registry {
                         self.refresh_every()
                     );
                 }
-                _ => {}
+                Err(_) => {}
             }
         }
     }
@@ -711,12 +719,7 @@ impl NodeClaim {
 
 impl Drop for NodeClaim {
     fn drop(&mut self) {
-        self.registry
-            .inner
-            .claimed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.node);
+        crate::lock(&self.registry.inner.claimed).remove(&self.node);
         let Some(task) = self.renewal.take() else {
             return;
         };
@@ -743,8 +746,7 @@ async fn delete_claim(store: &kv::Store, key: &str, holder: &str, revision: u64)
         return;
     }
     if let Ok(Some(e)) = store.entry(key).await
-        && e.operation == kv::Operation::Put
-        && parse_claim(&e.value).1 == holder
+        && live_claim(&e).is_some_and(|(_, h)| h == holder)
         && let Err(err) = store.delete_expect_revision(key, Some(e.revision)).await
     {
         tracing::debug!(key, "claim delete skipped: {err}");
@@ -783,6 +785,11 @@ fn holder_gone_from_this_host(holder: &str) -> bool {
         && pid != std::process::id()
         && std::path::Path::new("/proc/self").exists()
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The expiry and holder of a claim record; `None` once it was deleted.
+fn live_claim(entry: &kv::Entry) -> Option<(u64, String)> {
+    (entry.operation == kv::Operation::Put).then(|| parse_claim(&entry.value))
 }
 
 /// `<expires unix ms> <holder>`; garbage reads as long expired.

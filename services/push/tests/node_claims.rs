@@ -130,6 +130,15 @@ async fn node_ids_are_claimed_renewed_released_and_taken_over() {
         assert!(a.claim_node(id).await.is_err(), "{id}");
     }
 
+    // A record that vanished behind a live claim's back (the bucket drops
+    // records nobody could rewrite during a long outage) is written again.
+    kv.delete("n.edge-3").await.unwrap();
+    tokio::time::sleep(TTL).await;
+    let entry = kv.entry("n.edge-3").await.unwrap().unwrap();
+    assert_eq!(entry.operation, async_nats::jetstream::kv::Operation::Put);
+    assert!(a.claim_node("edge-3").await.is_err());
+    assert!(!*three.lost().borrow());
+
     // A claim another node took over (this one could not renew it) says so.
     let mut lost = two.lost();
     assert!(!*lost.borrow());
